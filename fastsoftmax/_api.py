@@ -1,0 +1,512 @@
+"""The public functions. Argument rules live here, in one place; the arithmetic lives in the kernel modules.
+
+Every call is reduced to one of two kernel layouts, seen as (outer, K, inner) with the softmax axis K in the
+middle and `inner` contiguous:
+
+* inner == 1: rows (the last axis, or several trailing axes merged);
+* inner  > 1: slabs whose columns are the slices (a non-last axis of a C-ordered array), walked with a stride.
+
+Anything else (non-adjacent axes, Fortran order, odd strides) is copied once to a C-ordered buffer.
+"""
+import operator
+
+import numpy as np
+from numpy.exceptions import AxisError
+from numpy.lib.array_utils import normalize_axis_index
+
+from . import _dispatch, _threads
+
+_k = _dispatch.kernels
+_k.set_serial_limit(_threads.PARALLEL_MIN_ELEMENTS)
+
+_F16 = np.dtype(np.float16)
+_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
+# A non-last axis whose contiguous inner block is narrower than this is cheaper to move to the end with one
+# copy than to walk column by column (too few columns to fill a vector register).
+_MIN_STRIDED_INNER = 8
+
+
+def _use_level(level):
+    """Switch the kernel module (tests run the suite under every SIMD level the CPU supports)."""
+    global _k
+    _k = _dispatch.load(level)
+    _k.set_serial_limit(_threads.PARALLEL_MIN_ELEMENTS)
+    _dispatch.kernels = _k
+    _dispatch.level = level
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Argument rules
+# ---------------------------------------------------------------------------------------------------------
+
+def _as_array(x, name):
+    try:
+        return np.asarray(x)
+    except Exception as exc:  # ragged lists and the like: say which argument
+        raise ValueError(f"{name} could not be converted to an array: {exc}") from exc
+
+
+def _dtypes(dt, requested, name):
+    """(computation dtype, result dtype) for an input of dtype `dt` and the `dtype=` argument."""
+    kind = dt.kind
+    if kind not in "biuf":
+        raise TypeError(f"{name} has dtype {dt}, which fastsoftmax does not support: it computes on real "
+                        f"floating point (float16, float32, float64), bool and integer inputs")
+    if requested is not None:
+        try:
+            req = np.dtype(requested)
+        except TypeError as exc:
+            raise TypeError(f"dtype={requested!r} is not a NumPy dtype") from exc
+        if req not in (_F32, _F64):
+            raise TypeError(f"dtype must be float32 or float64, got {req}")
+        req = req.newbyteorder("=")
+        return req, req
+    if kind == "f":
+        if dt.itemsize == 2:
+            return _F32, _F16
+        if dt.itemsize == 4:
+            return _F32, _F32
+        if dt.itemsize == 8:
+            return _F64, _F64
+        raise TypeError(f"{name} has dtype {dt} (extended precision), which fastsoftmax computes only in "
+                        f"float64: pass dtype=np.float64 to accept the rounding")
+    return _F64, _F64  # bool and integers, as scipy
+
+
+def _axes(axis, ndim):
+    """Normalise `axis` (int, tuple of ints or None) to a sorted tuple of non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, tuple):
+        axes = []
+        for a in axis:
+            try:
+                a = operator.index(a)
+            except TypeError:
+                raise TypeError(f"axis must be an int, a tuple of ints or None, got {axis!r}") from None
+            axes.append(normalize_axis_index(a, ndim))
+        if len(set(axes)) != len(axes):
+            raise ValueError(f"repeated axis in axis={axis!r}")
+        return tuple(sorted(axes))
+    try:
+        a = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"axis must be an int, a tuple of ints or None, got {axis!r}") from None
+    return (normalize_axis_index(a, ndim),)
+
+
+def _check_out(out, shape, dtype):
+    if out is None:
+        return None
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"out has shape {out.shape}, but the result has shape {shape}")
+    if out.dtype != dtype:
+        raise ValueError(f"out has dtype {out.dtype}, but the result has dtype {dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    return out
+
+
+def _prepare(arr, comp):
+    """arr in the computation dtype, native byte order and aligned (a copy only when needed)."""
+    if arr.dtype != comp or not arr.flags.aligned:
+        return arr.astype(comp)
+    return arr
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Layout: reduce (array, axes) to the kernels' (outer, K, inner) form
+# ---------------------------------------------------------------------------------------------------------
+
+def _plan(shape, axes):
+    """(outer, K, inner, permutation or None). A permutation means the axes are moved to the end first."""
+    ndim = len(shape)
+    if not axes:
+        size = 1
+        for s in shape:
+            size *= s
+        return size, 1, 1, None
+    first, last = axes[0], axes[-1]
+    if last - first + 1 != len(axes):
+        rest = [a for a in range(ndim) if a not in axes]
+        return None, None, None, tuple(rest) + axes
+    outer = K = inner = 1
+    for d in range(first):
+        outer *= shape[d]
+    for d in range(first, last + 1):
+        K *= shape[d]
+    for d in range(last + 1, ndim):
+        inner *= shape[d]
+    if 1 < inner < _MIN_STRIDED_INNER:
+        rest = [a for a in range(ndim) if a not in axes]
+        return None, None, None, tuple(rest) + axes
+    return outer, K, inner, None
+
+
+def _view3(a, outer, K, inner):
+    """A no-copy (outer, K, inner) view of `a` with a contiguous inner axis, as (view, element strides), or None."""
+    try:
+        v = np.reshape(a, (outer, K, inner), copy=False)
+    except ValueError:
+        return None
+    item = v.itemsize
+    so, sk, si = v.strides
+    if inner > 1 and si != item:
+        return None
+    if so % item or sk % item:
+        return None
+    if inner == 1 and K > 1 and sk != item:
+        return None
+    return v, so // item, sk // item
+
+
+def _contiguous_view3(a, outer, K, inner):
+    view = _view3(a, outer, K, inner)
+    if view is None:
+        view = _view3(np.ascontiguousarray(a), outer, K, inner)
+    return view
+
+
+def _writes_through(target, outer, K, inner, comp, inputs):
+    """A view of `target` the kernel may write directly, or None when a scratch buffer is needed (other dtype,
+    unusable strides, or partial overlap with an input; an exact alias, i.e. in-place, is fine)."""
+    if target.dtype != comp:
+        return None
+    view = _view3(target, outer, K, inner)
+    if view is None:
+        return None
+    for v in inputs:
+        if np.may_share_memory(v[0], view[0]):
+            if not (v[0].__array_interface__["data"][0] == view[0].__array_interface__["data"][0]
+                    and v[1:] == view[1:]):
+                return None
+    return view
+
+
+def _run(inputs_nd, comp, res_dtype, shape, axes, out, kernel_call):
+    """Shared driver of forward and backward: lay out the inputs, pick or make the output buffer, call the
+    kernel, and copy back when the kernel could not write the result in place."""
+    target = out if out is not None else np.empty(shape, res_dtype)
+    if target.size == 0:
+        return target
+    outer, K, inner, perm = _plan(shape, axes)
+    if perm is not None:
+        # Move the reduced axes to the end (one copy per input), compute rows, move them back.
+        moved = [np.ascontiguousarray(np.transpose(a, perm)) for a in inputs_nd]
+        K = 1
+        for a in axes:
+            K *= shape[a]
+        outer, inner = moved[0].size // K, 1
+        views = [_view3(a, outer, K, 1) for a in moved]
+        scratch = np.empty(moved[0].shape, comp)
+        dst = _view3(scratch, outer, K, 1)
+        kernel_call(views, dst, outer, K, inner)
+        np.copyto(target, np.transpose(scratch, np.argsort(perm)), casting="same_kind")
+        return target
+    views = [_contiguous_view3(a, outer, K, inner) for a in inputs_nd]
+    dst = _writes_through(target, outer, K, inner, comp, views)
+    if dst is not None:
+        kernel_call(views, dst, outer, K, inner)
+        return target
+    scratch = np.empty((outer, K, inner), comp)
+    kernel_call(views, (scratch, K * inner, inner), outer, K, inner)
+    np.copyto(target, scratch.reshape(shape), casting="same_kind")
+    return target
+
+
+def _forward(x, axis, out, dtype, num_threads, log_softmax):
+    arr = _as_array(x, "x")
+    comp, res = _dtypes(arr.dtype, dtype, "x")
+    if arr.ndim == 0:
+        if axis is not None and (axis if isinstance(axis, tuple) else (axis,)) not in ((), (0,), (-1,)):
+            raise AxisError(f"axis {axis!r} is out of bounds for a 0-dimensional array")
+        result = _forward(arr.reshape(1), 0, None, dtype, num_threads, log_softmax).reshape(())
+        return result if out is None else _copy_into(_check_out(out, (), res), result)
+    axes = _axes(axis, arr.ndim)
+    out = _check_out(out, arr.shape, res)
+    n_threads = _threads.resolve(num_threads, arr.size)
+    arr = _prepare(arr, comp)
+
+    def call(views, dst, outer, K, inner):
+        (xv, x_so, x_sk), = views
+        ov, o_so, o_sk = dst
+        _k.forward(xv, ov, outer, K, inner, x_so, x_sk, o_so, o_sk, log_softmax, n_threads)
+
+    return _run([arr], comp, res, arr.shape, axes, out, call)
+
+
+def _copy_into(out, value):
+    np.copyto(out, value)
+    return out
+
+
+def _backward(grad_output, output, axis, out, num_threads, log_softmax):
+    g = _as_array(grad_output, "grad_output")
+    y = _as_array(output, "output")
+    if g.shape != y.shape:
+        raise ValueError(f"grad_output has shape {g.shape} but output has shape {y.shape}; they must match")
+    if g.dtype.newbyteorder("=") != y.dtype.newbyteorder("="):
+        raise ValueError(f"grad_output has dtype {g.dtype} but output has dtype {y.dtype}; they must match")
+    comp, res = _dtypes(y.dtype, None, "output")
+    if g.ndim == 0:
+        if axis is not None and (axis if isinstance(axis, tuple) else (axis,)) not in ((), (0,), (-1,)):
+            raise AxisError(f"axis {axis!r} is out of bounds for a 0-dimensional array")
+        result = _backward(g.reshape(1), y.reshape(1), 0, None, num_threads, log_softmax).reshape(())
+        return result if out is None else _copy_into(_check_out(out, (), res), result)
+    axes = _axes(axis, g.ndim)
+    out = _check_out(out, g.shape, res)
+    n_threads = _threads.resolve(num_threads, g.size)
+    g = _prepare(g, comp)
+    y = _prepare(y, comp)
+
+    def call(views, dst, outer, K, inner):
+        (gv, g_so, g_sk), (yv, y_so, y_sk) = views
+        ov, o_so, o_sk = dst
+        _k.backward(gv, yv, ov, outer, K, inner, g_so, g_sk, y_so, y_sk, o_so, o_sk, log_softmax, n_threads)
+
+    return _run([g, y], comp, res, g.shape, axes, out, call)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Public functions
+# ---------------------------------------------------------------------------------------------------------
+
+def softmax(x, axis=-1, *, out=None, dtype=None, num_threads=None):
+    r"""softmax(x, axis=-1, *, out=None, dtype=None, num_threads=None)
+
+    Numerically stable softmax: ``exp(x - max(x)) / sum(exp(x - max(x)))`` over `axis`.
+
+    A drop-in for ``scipy.special.softmax`` (same axis semantics, same results within rounding), computed by
+    multithreaded SIMD kernels with the GIL released.
+
+    Parameters
+    ----------
+    x : array_like
+        Input logits. float32 and float64 are computed natively, float16 in float32 (returned as float16),
+        bool and integers as float64. Complex, object, string and datetime inputs raise TypeError.
+    axis : int, tuple of ints or None, optional
+        Axis or axes over which each softmax is taken (a tuple means the joint slice over those axes, None
+        means all elements). Default: the last axis.
+    out : ndarray, optional
+        Where to write the result: exactly the result's shape and dtype, any strides; may be `x` itself
+        (in place). It is returned.
+    dtype : {None, float32, float64}, optional
+        Force the computation and result dtype.
+    num_threads : int, optional
+        Maximum number of threads for this call (default: `get_num_threads`). Small inputs run on one thread.
+
+    Returns
+    -------
+    ndarray
+        Same shape as `x`; a new C-contiguous array unless `out` is given. Each slice sums to 1.
+
+    Raises
+    ------
+    numpy.exceptions.AxisError
+        If an axis is out of bounds.
+    ValueError
+        On a repeated axis, or an `out` of the wrong shape or dtype.
+    TypeError
+        On an unsupported dtype.
+
+    Notes
+    -----
+    A slice containing NaN or +inf is all NaN; a slice of only -inf is all NaN; -inf next to a finite
+    maximum gives exactly 0. No floating-point warnings are emitted.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastsoftmax import softmax
+    >>> softmax(np.array([1.0, 2.0, 3.0]))
+    array([0.09003057, 0.24472847, 0.66524096])
+    >>> softmax(np.array([[0.0, 0.0], [0.0, np.log(3.0)]]), axis=0)
+    array([[0.5 , 0.25],
+           [0.5 , 0.75]])
+    """
+    if out is None and dtype is None and num_threads is None:
+        result = _k.lastaxis_small(x, axis, False)
+        if result is not None:
+            return result
+    return _forward(x, axis, out, dtype, num_threads, False)
+
+
+def log_softmax(x, axis=-1, *, out=None, dtype=None, num_threads=None):
+    r"""log_softmax(x, axis=-1, *, out=None, dtype=None, num_threads=None)
+
+    Numerically stable log-softmax: ``x - max(x) - log(sum(exp(x - max(x))))`` over `axis`.
+
+    Parameters
+    ----------
+    x : array_like
+        Input logits (dtype rules as in `softmax`).
+    axis : int, tuple of ints or None, optional
+        Axis or axes of each slice (as in `softmax`). Default: the last axis.
+    out : ndarray, optional
+        Output array of the result's shape and dtype; may be `x` (in place).
+    dtype : {None, float32, float64}, optional
+        Force the computation and result dtype.
+    num_threads : int, optional
+        Maximum number of threads for this call.
+
+    Returns
+    -------
+    ndarray
+        Same shape as `x`; ``exp`` of it sums to 1 over each slice.
+
+    Raises
+    ------
+    numpy.exceptions.AxisError, ValueError, TypeError
+        As `softmax`.
+
+    Notes
+    -----
+    -inf next to a finite maximum stays -inf; a slice containing NaN or +inf, or only -inf, is all NaN.
+    Matches ``scipy.special.log_softmax`` within rounding.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastsoftmax import log_softmax
+    >>> log_softmax(np.array([1.0, 2.0, 3.0]))
+    array([-2.40760596, -1.40760596, -0.40760596])
+    """
+    if out is None and dtype is None and num_threads is None:
+        result = _k.lastaxis_small(x, axis, True)
+        if result is not None:
+            return result
+    return _forward(x, axis, out, dtype, num_threads, True)
+
+
+def softmax_backward(grad_output, output, axis=-1, *, out=None, num_threads=None):
+    r"""softmax_backward(grad_output, output, axis=-1, *, out=None, num_threads=None)
+
+    Gradient of a loss with respect to the logits of ``output = softmax(x, axis)``.
+
+    Computes the vector-Jacobian product ``output * (grad_output - sum(grad_output * output, axis))``.
+
+    Parameters
+    ----------
+    grad_output : array_like
+        Gradient of the loss with respect to `output`.
+    output : array_like
+        The softmax result; same shape and dtype as `grad_output`.
+    axis : int, tuple of ints or None, optional
+        The axis (or axes) the forward softmax was taken over. Default: the last axis.
+    out : ndarray, optional
+        Output array of the result's shape and dtype; may be `grad_output` or `output`.
+    num_threads : int, optional
+        Maximum number of threads for this call.
+
+    Returns
+    -------
+    ndarray
+        Gradient with respect to the logits, same shape as `output`.
+
+    Raises
+    ------
+    ValueError
+        If `grad_output` and `output` differ in shape or dtype, or `out` does not match.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastsoftmax import softmax, softmax_backward
+    >>> y = softmax(np.array([0.0, 0.0]))
+    >>> softmax_backward(np.array([1.0, 0.0]), y)
+    array([ 0.25, -0.25])
+    """
+    return _backward(grad_output, output, axis, out, num_threads, False)
+
+
+def log_softmax_backward(grad_output, output, axis=-1, *, out=None, num_threads=None):
+    r"""log_softmax_backward(grad_output, output, axis=-1, *, out=None, num_threads=None)
+
+    Gradient of a loss with respect to the logits of ``output = log_softmax(x, axis)``.
+
+    Computes the vector-Jacobian product ``grad_output - exp(output) * sum(grad_output, axis)``.
+
+    Parameters
+    ----------
+    grad_output : array_like
+        Gradient of the loss with respect to `output`.
+    output : array_like
+        The log_softmax result; same shape and dtype as `grad_output`.
+    axis : int, tuple of ints or None, optional
+        The axis (or axes) the forward log_softmax was taken over. Default: the last axis.
+    out : ndarray, optional
+        Output array of the result's shape and dtype; may be `grad_output` or `output`.
+    num_threads : int, optional
+        Maximum number of threads for this call.
+
+    Returns
+    -------
+    ndarray
+        Gradient with respect to the logits, same shape as `output`.
+
+    Raises
+    ------
+    ValueError
+        If `grad_output` and `output` differ in shape or dtype, or `out` does not match.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastsoftmax import log_softmax, log_softmax_backward
+    >>> y = log_softmax(np.array([0.0, 0.0]))
+    >>> log_softmax_backward(np.array([1.0, 0.0]), y)
+    array([ 0.5, -0.5])
+    """
+    return _backward(grad_output, output, axis, out, num_threads, True)
+
+
+def softmax_jacobian(output, axis=-1):
+    r"""softmax_jacobian(output, axis=-1)
+
+    Explicit Jacobian ``diag(y) - y y^T`` of softmax at each slice of ``y = output``.
+
+    Meant for teaching and for checking gradients: it costs O(n^2) memory per slice, where
+    `softmax_backward` costs O(n).
+
+    Parameters
+    ----------
+    output : array_like
+        A softmax result ``y = softmax(x, axis)`` (dtype rules as in `softmax`).
+    axis : int, tuple of ints or None, optional
+        The axis (or axes) of each slice. Default: the last axis.
+
+    Returns
+    -------
+    ndarray of shape (..., n, n)
+        The other axes first (in order), then the n x n Jacobian of each slice, where n is the slice size.
+        ``J[..., i, j] = d y_i / d x_j``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastsoftmax import softmax_jacobian
+    >>> softmax_jacobian(np.array([0.5, 0.5]))
+    array([[ 0.25, -0.25],
+           [-0.25,  0.25]])
+    """
+    y = _as_array(output, "output")
+    comp, res = _dtypes(y.dtype, None, "output")
+    if y.ndim == 0:
+        y = y.reshape(1)
+        if axis is not None and (axis if isinstance(axis, tuple) else (axis,)) not in ((), (0,), (-1,)):
+            raise AxisError(f"axis {axis!r} is out of bounds for a 0-dimensional array")
+        axis = 0
+    axes = _axes(axis, y.ndim)
+    rest = [a for a in range(y.ndim) if a not in axes]
+    y = np.transpose(y.astype(comp, copy=False), rest + list(axes))
+    n = 1
+    for a in axes:
+        n *= y.shape[y.ndim - len(axes) + axes.index(a)]
+    y = y.reshape(y.shape[:len(rest)] + (n,))
+    jac = -y[..., :, None] * y[..., None, :]
+    idx = np.arange(n)
+    jac[..., idx, idx] += y
+    return jac.astype(res, copy=False)

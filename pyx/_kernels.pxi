@@ -1,0 +1,323 @@
+# The kernel module body, compiled once per SIMD target (see the thin pyx/_kernels_<target>.pyx files and
+# setup.py). Buffers in, buffers out: this code knows nothing of the Python API's argument rules; the caller
+# (fastsoftmax/_api.py) has already validated dtypes, shapes and layouts and passes element strides.
+#
+# Every array is seen as (outer, K, inner) with the reduced axis K in the middle and `inner` contiguous:
+#   inner == 1  -> row kernels: each of the outer rows is one contiguous slice of K elements;
+#   inner  > 1  -> strided kernels: slabs of K rows x inner columns, each column one slice.
+cimport numpy as cnp
+from cython cimport floating
+from cython.parallel cimport parallel, prange
+from libc.math cimport INFINITY, log
+from libc.stdlib cimport free, malloc
+
+from _openmp_helpers cimport FSM_OPENMP_VERSION, omp_get_max_threads, omp_set_num_threads
+from _row_ops cimport (exp_shifted_sum, log_shift_row, log_softmax_grad_row, row_dot, row_max, scale_row,
+                       softmax_grad_row)
+from _strided_ops cimport TILE_MAX, strided_backward_tile, strided_forward_tile
+
+cnp.import_array()
+
+cdef extern from *:
+    """
+    #if defined(__clang__)
+    #define FSM_COMPILER "clang " __clang_version__
+    #elif defined(__GNUC__)
+    #define FSM_COMPILER "gcc " __VERSION__
+    #elif defined(_MSC_VER)
+    #define FSM_COMPILER "msvc " FSM_STR(_MSC_VER)
+    #else
+    #define FSM_COMPILER "unknown"
+    #endif
+    """
+    const char* FSM_COMPILER
+
+cdef enum:
+    # Few long rows are split into CHUNK-element pieces that threads share (a two-phase max/sum), so e.g. 8 rows
+    # of 150 000 can use 16 cores. The choice depends on the shape only, never on the thread count, so results
+    # are bitwise identical at every thread count.
+    CHUNK = 16384
+    SPLIT_MIN_COLS = 2 * CHUNK
+    SPLIT_MAX_ROWS = 16
+    # Strided tiles are sized so K rows of one tile, in and out, stay in a 512 KiB share of L2.
+    TILE_BYTES = 512 * 1024
+    TILE_MIN = 16
+
+# Arrays with fewer elements than this run serially in `lastaxis_small` (set by fastsoftmax._threads at import).
+cdef Py_ssize_t serial_limit = 0
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Forward
+# ------------------------------------------------------------------------------------------------------------
+
+cdef inline void forward_row(const floating* x, floating* out, Py_ssize_t n, bint log_softmax) noexcept nogil:
+    """The three passes on one row: max; exp(x - max) (stored for softmax) and its sum; scale or shift."""
+    cdef floating row_top = row_max(x, n)
+    cdef double total
+    if log_softmax:
+        total = exp_shifted_sum(x, out, n, row_top, False)
+        log_shift_row(x, out, n, row_top, <floating>log(total))
+    else:
+        total = exp_shifted_sum(x, out, n, row_top, True)
+        scale_row(out, n, <floating>(1.0 / total))
+
+
+cdef void forward_rows(const floating* x, floating* out, Py_ssize_t n_rows, Py_ssize_t n_cols,
+                       Py_ssize_t x_rs, Py_ssize_t o_rs, bint log_softmax, int n_threads) noexcept nogil:
+    cdef Py_ssize_t r
+    if n_threads <= 1:
+        for r in range(n_rows):
+            forward_row(x + r * x_rs, out + r * o_rs, n_cols, log_softmax)
+    else:
+        for r in prange(n_rows, schedule='static', num_threads=n_threads):
+            forward_row(x + r * x_rs, out + r * o_rs, n_cols, log_softmax)
+
+
+cdef int forward_long_rows(const floating* x, floating* out, Py_ssize_t n_rows, Py_ssize_t n_cols,
+                           Py_ssize_t x_rs, Py_ssize_t o_rs, bint log_softmax, int n_threads) noexcept nogil:
+    """Rows split in CHUNK pieces: phase 1 chunk maxima; phase 2 exp and chunk sums against the row max; phase 3
+    scale by the row sum. Each phase is an `omp for` over the same (row, chunk) items with the same static
+    schedule, so a thread finds its own chunks still in its cache in the next phase. Returns -1 if out of memory."""
+    cdef Py_ssize_t per_row = (n_cols + CHUNK - 1) // CHUNK
+    cdef Py_ssize_t n_items = n_rows * per_row
+    cdef floating* chunk_max = <floating*>malloc(n_items * sizeof(floating))
+    cdef double* chunk_sum = <double*>malloc(n_items * sizeof(double))
+    cdef Py_ssize_t it, r, c, start, length, q
+    cdef floating row_top
+    cdef double total
+    if chunk_max == NULL or chunk_sum == NULL:
+        free(chunk_max)
+        free(chunk_sum)
+        return -1
+    if n_threads > n_items:
+        n_threads = <int>n_items
+    with parallel(num_threads=n_threads):
+        for it in prange(n_items, schedule='static'):
+            r = it // per_row
+            start = (it % per_row) * CHUNK
+            length = min(CHUNK, n_cols - start)
+            chunk_max[it] = row_max(x + r * x_rs + start, length)
+        for it in prange(n_items, schedule='static'):
+            r = it // per_row
+            start = (it % per_row) * CHUNK
+            length = min(CHUNK, n_cols - start)
+            row_top = -INFINITY
+            for q in range(r * per_row, (r + 1) * per_row):
+                row_top = chunk_max[q] if chunk_max[q] > row_top else row_top
+            chunk_sum[it] = exp_shifted_sum(x + r * x_rs + start, out + r * o_rs + start, length, row_top,
+                                            not log_softmax)
+            # phase 3 needs the row max again; keep it where the chunk max was (read by this item only from now on
+            # would race with other items of the row still reading chunk_max in this phase, so do not overwrite).
+        for it in prange(n_items, schedule='static'):
+            r = it // per_row
+            start = (it % per_row) * CHUNK
+            length = min(CHUNK, n_cols - start)
+            total = 0.0
+            row_top = -INFINITY
+            for q in range(r * per_row, (r + 1) * per_row):
+                total = total + chunk_sum[q]
+                row_top = chunk_max[q] if chunk_max[q] > row_top else row_top
+            if log_softmax:
+                log_shift_row(x + r * x_rs + start, out + r * o_rs + start, length, row_top,
+                              <floating>log(total))
+            else:
+                scale_row(out + r * o_rs + start, length, <floating>(1.0 / total))
+    free(chunk_max)
+    free(chunk_sum)
+    return 0
+
+
+cdef Py_ssize_t tile_width(Py_ssize_t outer, Py_ssize_t K, Py_ssize_t inner, Py_ssize_t itemsize,
+                           int n_threads) noexcept nogil:
+    """Columns per strided tile: as wide as TILE_MAX allows while K rows of a tile (in and out) fit TILE_BYTES,
+    then narrower until there are a few tiles per thread. The tiling never changes the arithmetic of a column."""
+    cdef Py_ssize_t tile = TILE_MAX
+    while tile > TILE_MIN and 2 * K * tile * itemsize > TILE_BYTES:
+        tile //= 2
+    if n_threads > 1:
+        while tile > TILE_MIN and outer * ((inner + tile - 1) // tile) < 4 * n_threads:
+            tile //= 2
+    return tile
+
+
+cdef void forward_strided(const floating* x, floating* out, Py_ssize_t outer, Py_ssize_t K, Py_ssize_t inner,
+                          Py_ssize_t x_so, Py_ssize_t x_sk, Py_ssize_t o_so, Py_ssize_t o_sk,
+                          bint log_softmax, int n_threads) noexcept nogil:
+    cdef Py_ssize_t tile = tile_width(outer, K, inner, sizeof(floating), n_threads)
+    cdef Py_ssize_t n_tiles = (inner + tile - 1) // tile
+    cdef Py_ssize_t n_items = outer * n_tiles
+    cdef Py_ssize_t it, o, j0
+    if n_threads > n_items:
+        n_threads = <int>n_items
+    if n_threads <= 1:
+        for it in range(n_items):
+            o = it // n_tiles
+            j0 = (it % n_tiles) * tile
+            strided_forward_tile(x + o * x_so + j0, out + o * o_so + j0, K, min(tile, inner - j0),
+                                 x_sk, o_sk, log_softmax)
+    else:
+        for it in prange(n_items, schedule='static', num_threads=n_threads):
+            o = it // n_tiles
+            j0 = (it % n_tiles) * tile
+            strided_forward_tile(x + o * x_so + j0, out + o * o_so + j0, K, min(tile, inner - j0),
+                                 x_sk, o_sk, log_softmax)
+
+
+cdef int forward_any(const floating* x, floating* out, Py_ssize_t outer, Py_ssize_t K, Py_ssize_t inner,
+                     Py_ssize_t x_so, Py_ssize_t x_sk, Py_ssize_t o_so, Py_ssize_t o_sk,
+                     bint log_softmax, int n_threads) noexcept nogil:
+    if inner == 1:
+        if K >= SPLIT_MIN_COLS and outer < SPLIT_MAX_ROWS:
+            return forward_long_rows(x, out, outer, K, x_so, o_so, log_softmax, n_threads)
+        if n_threads > outer:
+            n_threads = <int>outer
+        forward_rows(x, out, outer, K, x_so, o_so, log_softmax, n_threads)
+    else:
+        forward_strided(x, out, outer, K, inner, x_so, x_sk, o_so, o_sk, log_softmax, n_threads)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Backward
+# ------------------------------------------------------------------------------------------------------------
+
+cdef inline void backward_row(const floating* g, const floating* y, floating* out, Py_ssize_t n,
+                              bint log_softmax) noexcept nogil:
+    if log_softmax:
+        log_softmax_grad_row(g, y, out, n, <floating>row_dot(g, <const floating*>NULL, n))
+    else:
+        softmax_grad_row(g, y, out, n, <floating>row_dot(g, y, n))
+
+
+cdef void backward_any(const floating* g, const floating* y, floating* out, Py_ssize_t outer, Py_ssize_t K,
+                       Py_ssize_t inner, Py_ssize_t g_so, Py_ssize_t g_sk, Py_ssize_t y_so, Py_ssize_t y_sk,
+                       Py_ssize_t o_so, Py_ssize_t o_sk, bint log_softmax, int n_threads) noexcept nogil:
+    cdef Py_ssize_t r, it, o, j0, tile, n_tiles, n_items
+    if inner == 1:
+        if n_threads > outer:
+            n_threads = <int>outer
+        if n_threads <= 1:
+            for r in range(outer):
+                backward_row(g + r * g_so, y + r * y_so, out + r * o_so, K, log_softmax)
+        else:
+            for r in prange(outer, schedule='static', num_threads=n_threads):
+                backward_row(g + r * g_so, y + r * y_so, out + r * o_so, K, log_softmax)
+        return
+    tile = tile_width(outer, K, inner, sizeof(floating), n_threads)
+    n_tiles = (inner + tile - 1) // tile
+    n_items = outer * n_tiles
+    if n_threads > n_items:
+        n_threads = <int>n_items
+    if n_threads <= 1:
+        for it in range(n_items):
+            o = it // n_tiles
+            j0 = (it % n_tiles) * tile
+            strided_backward_tile(g + o * g_so + j0, y + o * y_so + j0, out + o * o_so + j0, K,
+                                  min(tile, inner - j0), g_sk, y_sk, o_sk, log_softmax)
+    else:
+        for it in prange(n_items, schedule='static', num_threads=n_threads):
+            o = it // n_tiles
+            j0 = (it % n_tiles) * tile
+            strided_backward_tile(g + o * g_so + j0, y + o * y_so + j0, out + o * o_so + j0, K,
+                                  min(tile, inner - j0), g_sk, y_sk, o_sk, log_softmax)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Entry points for fastsoftmax._api (Python objects in, GIL released around all numeric work)
+# ------------------------------------------------------------------------------------------------------------
+
+def forward(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t K, Py_ssize_t inner,
+            Py_ssize_t x_so, Py_ssize_t x_sk, Py_ssize_t o_so, Py_ssize_t o_sk, bint log_softmax,
+            int n_threads):
+    """softmax / log_softmax of x into out. x, out: aligned, native float32 or float64 arrays of one dtype
+    (checked by the caller), laid out as (outer, K, inner) with the given element strides, inner contiguous."""
+    cdef int typenum = cnp.PyArray_TYPE(x)
+    cdef int rc
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* op = cnp.PyArray_DATA(out)
+    with nogil:
+        if typenum == cnp.NPY_FLOAT32:
+            rc = forward_any(<const float*>xp, <float*>op, outer, K, inner, x_so, x_sk, o_so, o_sk,
+                             log_softmax, n_threads)
+        else:
+            rc = forward_any(<const double*>xp, <double*>op, outer, K, inner, x_so, x_sk, o_so, o_sk,
+                             log_softmax, n_threads)
+    if rc != 0:
+        raise MemoryError("fastsoftmax: could not allocate the per-chunk buffers")
+
+
+def backward(cnp.ndarray g, cnp.ndarray y, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t K, Py_ssize_t inner,
+             Py_ssize_t g_so, Py_ssize_t g_sk, Py_ssize_t y_so, Py_ssize_t y_sk, Py_ssize_t o_so,
+             Py_ssize_t o_sk, bint log_softmax, int n_threads):
+    """Vector-Jacobian product of softmax / log_softmax into out; same layout contract as `forward`."""
+    cdef int typenum = cnp.PyArray_TYPE(g)
+    cdef void* gp = cnp.PyArray_DATA(g)
+    cdef void* yp = cnp.PyArray_DATA(y)
+    cdef void* op = cnp.PyArray_DATA(out)
+    with nogil:
+        if typenum == cnp.NPY_FLOAT32:
+            backward_any(<const float*>gp, <const float*>yp, <float*>op, outer, K, inner, g_so, g_sk, y_so, y_sk,
+                         o_so, o_sk, log_softmax, n_threads)
+        else:
+            backward_any(<const double*>gp, <const double*>yp, <double*>op, outer, K, inner, g_so, g_sk, y_so,
+                         y_sk, o_so, o_sk, log_softmax, n_threads)
+
+
+def lastaxis_small(object x, object axis, bint log_softmax):
+    """The per-call fast path: softmax over the last axis of a plain, C-contiguous, aligned, native float32 or
+    float64 ndarray with fewer than `serial_limit` elements, computed serially into a new array. Returns None for
+    anything else (other axes included), and the caller takes the general path. Skips memoryview acquisition and
+    Python-level allocation, which dominate a call on 1000 elements."""
+    if type(x) is not cnp.ndarray or type(axis) is not int:
+        return None
+    cdef cnp.ndarray a = <cnp.ndarray>x
+    cdef int typenum = cnp.PyArray_TYPE(a)
+    cdef int nd = cnp.PyArray_NDIM(a)
+    if (typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64) or nd == 0:
+        return None
+    if axis != -1 and axis != nd - 1:
+        return None
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a) and cnp.PyArray_ISNOTSWAPPED(a)):
+        return None
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(a)
+    if size >= serial_limit:
+        return None
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(a), typenum, 0)
+    cdef Py_ssize_t n_cols = cnp.PyArray_DIMS(a)[nd - 1]
+    if size == 0:
+        return out
+    cdef Py_ssize_t n_rows = size // n_cols
+    cdef void* xp = cnp.PyArray_DATA(a)
+    cdef void* op = cnp.PyArray_DATA(out)
+    with nogil:
+        if typenum == cnp.NPY_FLOAT32:
+            forward_rows(<const float*>xp, <float*>op, n_rows, n_cols, n_cols, n_cols, log_softmax, 1)
+        else:
+            forward_rows(<const double*>xp, <double*>op, n_rows, n_cols, n_cols, n_cols, log_softmax, 1)
+    return out
+
+
+def set_serial_limit(Py_ssize_t n_elements):
+    global serial_limit
+    serial_limit = n_elements
+
+
+def build_info():
+    """Facts fixed when this module was compiled."""
+    return {
+        "compiler": FSM_COMPILER.decode("ascii", "replace"),
+        "openmp": FSM_OPENMP_VERSION != 0,
+        "openmp_version": FSM_OPENMP_VERSION,
+    }
+
+
+def openmp_max_threads():
+    """omp_get_max_threads() of the calling thread (1 without OpenMP): honours OMP_NUM_THREADS and
+    threadpoolctl's limits."""
+    return omp_get_max_threads()
+
+
+def openmp_set_num_threads(int n):
+    """omp_set_num_threads(n) for the calling thread (no-op without OpenMP)."""
+    omp_set_num_threads(n)

@@ -1,0 +1,2 @@
+# The kernels compiled for the "avx512" SIMD target (flags in setup.py). The source is shared by every target.
+include "_kernels.pxi"

@@ -1,0 +1,100 @@
+# Vectorizable elementwise math shared by every kernel: exp for float32 and float64, and the lane counts the
+# reductions use. Everything here is `cdef inline` so that each kernel module compiles it with its own SIMD
+# flags; gcc turns the loops that call these into packed (xmm/ymm/zmm) code.
+#
+# Why not libm's exp: glibc's scalar exp does not vectorize without -ffast-math, and -ffast-math is not
+# acceptable here (it breaks -inf masks and NaN propagation, which the softmax semantics rely on).
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from cython cimport floating
+
+cdef extern from *:
+    """
+    #include <string.h>
+    #include <stdint.h>
+    /* Bit casts through memcpy: defined behaviour under strict aliasing, and gcc compiles them to nothing. */
+    static inline uint32_t fsm_f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+    static inline float fsm_f32_from_bits(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+    static inline uint64_t fsm_f64_bits(double f) { uint64_t u; memcpy(&u, &f, 8); return u; }
+    static inline double fsm_f64_from_bits(uint64_t u) { double f; memcpy(&f, &u, 8); return f; }
+    """
+    uint32_t f32_bits "fsm_f32_bits"(float) noexcept nogil
+    float f32_from_bits "fsm_f32_from_bits"(uint32_t) noexcept nogil
+    uint64_t f64_bits "fsm_f64_bits"(double) noexcept nogil
+    double f64_from_bits "fsm_f64_from_bits"(uint64_t) noexcept nogil
+
+# Number of independent partial results a reduction keeps. 32 floats / 16 doubles is 4 ymm or 2 zmm registers:
+# enough independent add/max chains to hide the FP latency, and a multiple of every vector width we target.
+cdef enum:
+    LANES_F32 = 32
+    LANES_F64 = 16
+    # Partial sums are flushed into a double accumulator every SUM_BLOCK elements, so a float32 row of 200 000
+    # elements sums as accurately as a short one (single-accumulator float sums lose ~1e-5 relative there).
+    SUM_BLOCK = 2048
+
+
+# exp(x) for float32, within ~1 ulp (1.003 ulp max over [-104, 0] against float64, emulated in NumPy float32
+# arithmetic without FMA contraction). exp(-inf) = 0 exactly, exp(NaN) = NaN, results in the subnormal range are correctly scaled and
+# everything below half the smallest subnormal is exactly 0; above ~88.72 the result is +inf.
+cdef inline float exp_f32(float x) noexcept nogil:
+    # Clamp without losing NaN: a comparison with NaN is false, so NaN passes both lines unchanged.
+    # exp(-104) is below half the smallest subnormal (so the result rounds to exactly 0) and exp(89) overflows.
+    x = <float>-104.0 if x < <float>-104.0 else x
+    x = <float>89.0 if x > <float>89.0 else x
+    # n = round(x / ln2). Adding 1.5 * 2**23 rounds to an integer in the current (nearest) rounding mode and
+    # leaves that integer in the low mantissa bits; this avoids a float->int conversion (undefined for NaN).
+    cdef float t = x * <float>1.44269504088896341 + <float>12582912.0
+    cdef int32_t n = <int32_t>(f32_bits(t) - <uint32_t>0x4B400000)
+    cdef float nf = t - <float>12582912.0
+    # Cody-Waite reduction: ln2 split into a part with trailing zero bits (exact product) and the rest.
+    cdef float r = x - nf * <float>0.693145751953125
+    r = r - nf * <float>1.428606765330187045e-06
+    # exp(r) = 1 + r + r^2 g(r) on |r| <= ln2/2, g a degree-4 Chebyshev fit (mpmath) of (expm1(r) - r) / r^2.
+    cdef float g = <float>1.392617589e-03
+    g = g * r + <float>8.363173343e-03
+    g = g * r + <float>4.166655615e-02
+    g = g * r + <float>1.666657776e-01
+    g = g * r + <float>0.5
+    cdef float p = <float>1.0 + (r + (r * r) * g)
+    # 2**n as two normal factors: keeps every intermediate normal so results in the subnormal range are
+    # rounded once, correctly, and -104 * log2(e) = -150 still has both halves representable.
+    cdef int32_t n1 = n >> 1
+    cdef int32_t n2 = n - n1
+    cdef float s1 = f32_from_bits(<uint32_t>(n1 + 127) << 23)
+    cdef float s2 = f32_from_bits(<uint32_t>(n2 + 127) << 23)
+    return (p * s1) * s2
+
+
+# exp(x) for float64, within ~1 ulp: same scheme with a degree-12 polynomial. exp(-746) rounds to exactly 0,
+# exp(710) to +inf; subnormal results (down to exp(-745)) are correctly scaled.
+cdef inline double exp_f64(double x) noexcept nogil:
+    x = -746.0 if x < -746.0 else x
+    x = 710.0 if x > 710.0 else x
+    cdef double t = x * 1.4426950408889634074 + 6755399441055744.0  # 1.5 * 2**52
+    cdef int64_t n = <int64_t>(f64_bits(t) - <uint64_t>0x4338000000000000)
+    cdef double nf = t - 6755399441055744.0
+    cdef double r = x - nf * 6.93147180369123816490e-01   # ln2 high part: 32 significant bits, exact product
+    r = r - nf * 1.90821492927058770002e-10
+    cdef double g = 2.0914679376583935e-09
+    g = g * r + 2.510520637395701e-08
+    g = g * r + 2.7557273661348637e-07
+    g = g * r + 2.7557255425746435e-06
+    g = g * r + 2.4801587325533363e-05
+    g = g * r + 0.00019841269874800493
+    g = g * r + 0.0013888888888883752
+    g = g * r + 0.008333333333326141
+    g = g * r + 0.04166666666666667
+    g = g * r + 0.1666666666666667
+    g = g * r + 0.5
+    cdef double p = 1.0 + (r + (r * r) * g)
+    cdef int64_t n1 = n >> 1
+    cdef int64_t n2 = n - n1
+    cdef double s1 = f64_from_bits(<uint64_t>(n1 + 1023) << 52)
+    cdef double s2 = f64_from_bits(<uint64_t>(n2 + 1023) << 52)
+    return (p * s1) * s2
+
+
+cdef inline floating exp_(floating x) noexcept nogil:
+    if floating is float:
+        return exp_f32(x)
+    else:
+        return exp_f64(x)

@@ -1,0 +1,106 @@
+# Building blocks of the non-last-axis kernels. The data is a slab of K rows (the reduced axis, row stride in
+# elements) by w contiguous columns; each column is one softmax slice. The column loop is innermost, so it is the
+# vectorized one, and no transposed copy is ever made. Per-column state lives in stack arrays of the call, which
+# makes it private to the calling thread without a malloc.
+from libc.math cimport INFINITY, log
+from cython cimport floating
+from _simd_math cimport exp_
+
+cdef enum:
+    TILE_MAX = 512   # columns per tile at most: 3 per-column arrays of 512 doubles = 12 KiB of stack
+    K_BLOCK = 64     # float partial sums are flushed into double sums every K_BLOCK rows (accuracy for long K)
+
+
+cdef inline void strided_forward_tile(const floating* x, floating* out, Py_ssize_t K, Py_ssize_t w,
+                                      Py_ssize_t xs, Py_ssize_t os, bint log_softmax) noexcept nogil:
+    """softmax (or log_softmax) over k of x[k * xs + j], for every column j < w <= TILE_MAX."""
+    cdef floating col_max[TILE_MAX]
+    cdef floating part[TILE_MAX]
+    cdef double col_sum[TILE_MAX]
+    cdef Py_ssize_t k, j, blk, k0, k1
+    cdef const floating* xr
+    cdef floating* orow
+    cdef floating e
+    for j in range(w):
+        col_max[j] = -INFINITY
+        col_sum[j] = 0.0
+    for k in range(K):
+        xr = x + k * xs
+        for j in range(w):
+            col_max[j] = xr[j] if xr[j] > col_max[j] else col_max[j]
+    for blk in range((K + K_BLOCK - 1) // K_BLOCK):
+        k0 = blk * K_BLOCK
+        k1 = min(k0 + K_BLOCK, K)
+        for j in range(w):
+            part[j] = 0
+        for k in range(k0, k1):
+            xr = x + k * xs
+            if log_softmax:
+                for j in range(w):
+                    part[j] += exp_(xr[j] - col_max[j])
+            else:
+                orow = out + k * os
+                for j in range(w):
+                    e = exp_(xr[j] - col_max[j])
+                    orow[j] = e
+                    part[j] += e
+        for j in range(w):
+            col_sum[j] += part[j]
+    if log_softmax:
+        for j in range(w):
+            part[j] = <floating>log(col_sum[j])
+        for k in range(K):
+            xr = x + k * xs
+            orow = out + k * os
+            for j in range(w):
+                orow[j] = (xr[j] - col_max[j]) - part[j]
+    else:
+        for j in range(w):
+            part[j] = <floating>(1.0 / col_sum[j])
+        for k in range(K):
+            orow = out + k * os
+            for j in range(w):
+                orow[j] = orow[j] * part[j]
+
+
+cdef inline void strided_backward_tile(const floating* g, const floating* y, floating* out, Py_ssize_t K,
+                                       Py_ssize_t w, Py_ssize_t gs, Py_ssize_t ys, Py_ssize_t os,
+                                       bint log_softmax) noexcept nogil:
+    """Vector-Jacobian product over k for every column j < w: softmax: y * (g - sum_k g*y);
+    log_softmax: g - exp(y) * sum_k g."""
+    cdef floating part[TILE_MAX]
+    cdef double col_sum[TILE_MAX]
+    cdef Py_ssize_t k, j, blk, k0, k1
+    cdef const floating* gr
+    cdef const floating* yr
+    cdef floating* orow
+    for j in range(w):
+        col_sum[j] = 0.0
+    for blk in range((K + K_BLOCK - 1) // K_BLOCK):
+        k0 = blk * K_BLOCK
+        k1 = min(k0 + K_BLOCK, K)
+        for j in range(w):
+            part[j] = 0
+        for k in range(k0, k1):
+            gr = g + k * gs
+            if log_softmax:
+                for j in range(w):
+                    part[j] += gr[j]
+            else:
+                yr = y + k * ys
+                for j in range(w):
+                    part[j] += gr[j] * yr[j]
+        for j in range(w):
+            col_sum[j] += part[j]
+    for j in range(w):
+        part[j] = <floating>col_sum[j]
+    for k in range(K):
+        gr = g + k * gs
+        yr = y + k * ys
+        orow = out + k * os
+        if log_softmax:
+            for j in range(w):
+                orow[j] = gr[j] - exp_(yr[j]) * part[j]
+        else:
+            for j in range(w):
+                orow[j] = yr[j] * (gr[j] - part[j])

@@ -1,0 +1,107 @@
+"""Build script: the Extension list and the flags, readable top to bottom.
+
+Layout of the compiled part:
+
+* ``fastsoftmax._cpu``: baseline-compiled CPU feature probe (``__builtin_cpu_supports``). It must run on
+  every x86-64 CPU, because it is what decides which kernel module is safe to import.
+* ``fastsoftmax._kernels_<target>``: the same kernel source (``pyx/_kernels.pxi``) compiled once per SIMD
+  target. Each target gets its own module name so all of them can live in one wheel; the package imports the
+  widest one the running CPU supports (``fastsoftmax/_dispatch.py``). No target uses ``-march=native``, so a
+  wheel built here runs on any x86-64.
+
+Environment switches:
+
+* ``FASTSOFTMAX_NO_OPENMP=1``: build without OpenMP (serial kernels).
+* ``FASTSOFTMAX_CYTHON_DEBUG=1``: bounds checks back on, for a checking build.
+"""
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import warnings
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+IS_X86_64 = platform.machine().lower() in ("x86_64", "amd64")
+IS_MSVC = sys.platform == "win32"
+
+# Per-target flags. Strict IEEE semantics everywhere: no -ffast-math / -ffinite-math-only, because the kernels
+# rely on -inf and NaN propagating (see pyx/_simd_math.pxd). -fno-math-errno only lets libm calls inline.
+COMMON_FLAGS = [] if IS_MSVC else ["-O3", "-fno-math-errno"]
+TARGETS = {"baseline": []}
+if IS_X86_64 and not IS_MSVC:
+    TARGETS["avx2"] = ["-mavx2", "-mfma"]
+    # gcc's generic tuning prefers 256-bit vectors even with AVX-512 enabled; the kernels are long FMA chains
+    # that gain from full-width zmm registers, so ask for 512 explicitly.
+    TARGETS["avx512"] = ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma",
+                         "-mprefer-vector-width=512"]
+
+
+def openmp_flags():
+    """Return (compile, link) flags for OpenMP, or None when the compiler has no OpenMP."""
+    if os.environ.get("FASTSOFTMAX_NO_OPENMP"):
+        return None
+    if IS_MSVC:
+        return ["/openmp"], []
+    if sys.platform == "darwin":
+        candidates = [(["-Xpreprocessor", "-fopenmp"], ["-lomp"]), (["-fopenmp"], ["-fopenmp"])]
+    else:
+        candidates = [(["-fopenmp"], ["-fopenmp"])]
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    src = "#include <omp.h>\nint main(void){\n#pragma omp parallel\n{}\nreturn omp_get_max_threads() < 1;}\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "probe.c")
+        with open(path, "w") as f:
+            f.write(src)
+        for cflags, ldflags in candidates:
+            cmd = cc.split() + cflags + [path, "-o", os.path.join(tmp, "probe")] + ldflags
+            if subprocess.run(cmd, capture_output=True).returncode == 0:
+                return cflags, ldflags
+    return None
+
+
+OPENMP = openmp_flags()
+if OPENMP is None:
+    warnings.warn("fastsoftmax: the C compiler has no usable OpenMP; building serial kernels "
+                  "(every call will run on one thread).")
+    OMP_CFLAGS, OMP_LDFLAGS = [], []
+else:
+    OMP_CFLAGS, OMP_LDFLAGS = OPENMP
+
+DEBUG = bool(os.environ.get("FASTSOFTMAX_CYTHON_DEBUG"))
+DIRECTIVES = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": False,
+    "initializedcheck": False,
+    "nonecheck": False,
+    "cdivision": True,
+    "embedsignature": True,
+}
+NUMPY_MACROS = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+
+extensions = [
+    Extension("fastsoftmax._cpu", ["pyx/_cpu.pyx"], extra_compile_args=COMMON_FLAGS,
+              define_macros=NUMPY_MACROS),
+]
+for target, flags in TARGETS.items():
+    extensions.append(Extension(
+        f"fastsoftmax._kernels_{target}",
+        [f"pyx/_kernels_{target}.pyx"],
+        include_dirs=[np.get_include(), "pyx"],
+        define_macros=NUMPY_MACROS,
+        extra_compile_args=COMMON_FLAGS + flags + OMP_CFLAGS,
+        extra_link_args=OMP_LDFLAGS,
+    ))
+
+setup(
+    ext_modules=cythonize(extensions, include_path=["pyx"], compiler_directives=DIRECTIVES,
+                          compile_time_env={}),
+)
