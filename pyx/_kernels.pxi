@@ -11,7 +11,7 @@ from cython.parallel cimport parallel, prange
 from libc.math cimport INFINITY, log
 from libc.stdlib cimport free, malloc
 
-from _openmp_helpers cimport FSM_OPENMP_VERSION, omp_get_max_threads, omp_set_num_threads
+from _openmp_helpers cimport FSM_OPENMP_VERSION, omp_get_max_threads
 from _row_ops cimport (exp_shifted_sum, log_shift_row, log_softmax_grad_row, row_dot, row_max, scale_row,
                        softmax_grad_row)
 from _strided_ops cimport TILE_MAX, strided_backward_tile, strided_forward_tile
@@ -317,7 +317,3 @@ def openmp_max_threads():
     threadpoolctl's limits."""
     return omp_get_max_threads()
 
-
-def openmp_set_num_threads(int n):
-    """omp_set_num_threads(n) for the calling thread (no-op without OpenMP)."""
-    omp_set_num_threads(n)

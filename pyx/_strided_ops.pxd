@@ -4,7 +4,7 @@
 # makes it private to the calling thread without a malloc.
 from libc.math cimport INFINITY, log
 from cython cimport floating
-from _simd_math cimport exp_
+from _simd_math cimport exp_, exp_shifted_
 
 cdef enum:
     TILE_MAX = 512   # columns per tile at most: 3 per-column arrays of 512 doubles = 12 KiB of stack
@@ -37,11 +37,11 @@ cdef inline void strided_forward_tile(const floating* x, floating* out, Py_ssize
             xr = x + k * xs
             if log_softmax:
                 for j in range(w):
-                    part[j] += exp_(xr[j] - col_max[j])
+                    part[j] += exp_shifted_(xr[j], col_max[j])
             else:
                 orow = out + k * os
                 for j in range(w):
-                    e = exp_(xr[j] - col_max[j])
+                    e = exp_shifted_(xr[j], col_max[j])
                     orow[j] = e
                     part[j] += e
         for j in range(w):
