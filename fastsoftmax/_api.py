@@ -11,7 +11,6 @@ Anything else (non-adjacent axes, Fortran order, odd strides) is copied once to 
 import operator
 
 import numpy as np
-from numpy.exceptions import AxisError
 from numpy.lib.array_utils import normalize_axis_index
 
 from . import _dispatch, _threads
@@ -74,26 +73,27 @@ def _dtypes(dt, requested, name):
     return _F64, _F64  # bool and integers, as scipy
 
 
-def _axes(axis, ndim):
-    """Normalise `axis` (int, tuple of ints or None) to a sorted tuple of non-negative axes."""
-    if axis is None:
-        return tuple(range(ndim))
-    if isinstance(axis, tuple):
-        axes = []
-        for a in axis:
-            try:
-                a = operator.index(a)
-            except TypeError:
-                raise TypeError(f"axis must be an int, a tuple of ints or None, got {axis!r}") from None
-            axes.append(normalize_axis_index(a, ndim))
-        if len(set(axes)) != len(axes):
-            raise ValueError(f"repeated axis in axis={axis!r}")
-        return tuple(sorted(axes))
+def _axis_index(a, axis):
+    if isinstance(a, (bool, np.bool_)):
+        raise TypeError(f"axis must be an int, a tuple of ints or None, got {axis!r}")
     try:
-        a = operator.index(axis)
+        return operator.index(a)
     except TypeError:
         raise TypeError(f"axis must be an int, a tuple of ints or None, got {axis!r}") from None
-    return (normalize_axis_index(a, ndim),)
+
+
+def _axes(axis, ndim):
+    """Normalise `axis` (int, tuple of ints or None) to a sorted tuple of non-negative axes. A 0-d array is
+    treated as one element, so its valid axes are those of shape (1,): -1, 0, (), (0,), (-1,) and None."""
+    if axis is None:
+        return tuple(range(ndim))
+    items = axis if isinstance(axis, tuple) else (axis,)
+    axes = [normalize_axis_index(_axis_index(a, axis), max(ndim, 1)) for a in items]
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"repeated axis in axis={axis!r}")
+    if ndim == 0:
+        return tuple(axes)
+    return tuple(sorted(axes)) if isinstance(axis, tuple) else (axes[0],)
 
 
 def _check_out(out, shape, dtype):
@@ -204,8 +204,7 @@ def _run(inputs_nd, comp, res_dtype, shape, axes, out, kernel_call):
         scratch = np.empty(moved[0].shape, comp)
         dst = _view3(scratch, outer, K, 1)
         kernel_call(views, dst, outer, K, inner)
-        np.copyto(target, np.transpose(scratch, np.argsort(perm)), casting="same_kind")
-        return target
+        return _copy_into(target, np.transpose(scratch, np.argsort(perm)))
     views = [_contiguous_view3(a, outer, K, inner) for a in inputs_nd]
     dst = _writes_through(target, outer, K, inner, comp, views)
     if dst is not None:
@@ -213,16 +212,14 @@ def _run(inputs_nd, comp, res_dtype, shape, axes, out, kernel_call):
         return target
     scratch = np.empty((outer, K, inner), comp)
     kernel_call(views, (scratch, K * inner, inner), outer, K, inner)
-    np.copyto(target, scratch.reshape(shape), casting="same_kind")
-    return target
+    return _copy_into(target, scratch.reshape(shape))
 
 
 def _forward(x, axis, out, dtype, num_threads, log_softmax):
     arr = _as_array(x, "x")
     comp, res = _dtypes(arr.dtype, dtype, "x")
     if arr.ndim == 0:
-        if axis is not None and (axis if isinstance(axis, tuple) else (axis,)) not in ((), (0,), (-1,)):
-            raise AxisError(f"axis {axis!r} is out of bounds for a 0-dimensional array")
+        _axes(axis, 0)
         result = _forward(arr.reshape(1), 0, None, dtype, num_threads, log_softmax).reshape(())
         return result if out is None else _copy_into(_check_out(out, (), res), result)
     axes = _axes(axis, arr.ndim)
@@ -239,7 +236,8 @@ def _forward(x, axis, out, dtype, num_threads, log_softmax):
 
 
 def _copy_into(out, value):
-    np.copyto(out, value)
+    with np.errstate(over="ignore"):  # float32 -> float16 rounds large values to +-inf, as intended
+        np.copyto(out, value, casting="same_kind")
     return out
 
 
@@ -252,8 +250,7 @@ def _backward(grad_output, output, axis, out, num_threads, log_softmax):
         raise ValueError(f"grad_output has dtype {g.dtype} but output has dtype {y.dtype}; they must match")
     comp, res = _dtypes(y.dtype, None, "output")
     if g.ndim == 0:
-        if axis is not None and (axis if isinstance(axis, tuple) else (axis,)) not in ((), (0,), (-1,)):
-            raise AxisError(f"axis {axis!r} is out of bounds for a 0-dimensional array")
+        _axes(axis, 0)
         result = _backward(g.reshape(1), y.reshape(1), 0, None, num_threads, log_softmax).reshape(())
         return result if out is None else _copy_into(_check_out(out, (), res), result)
     axes = _axes(axis, g.ndim)
@@ -495,9 +492,8 @@ def softmax_jacobian(output, axis=-1):
     y = _as_array(output, "output")
     comp, res = _dtypes(y.dtype, None, "output")
     if y.ndim == 0:
+        _axes(axis, 0)
         y = y.reshape(1)
-        if axis is not None and (axis if isinstance(axis, tuple) else (axis,)) not in ((), (0,), (-1,)):
-            raise AxisError(f"axis {axis!r} is out of bounds for a 0-dimensional array")
         axis = 0
     axes = _axes(axis, y.ndim)
     rest = [a for a in range(y.ndim) if a not in axes]

@@ -8,7 +8,13 @@ from . import _dispatch
 # 1000: see benchmarks/RESULTS.md, "parallel break-even".
 PARALLEL_MIN_ELEMENTS = 32768
 
+# A thread count above this is refused: OpenMP would try to start that many threads.
+MAX_THREADS = 1 << 16
+
 _default = None  # set by set_num_threads; None means "OpenMP's default"
+# omp_get_max_threads() of a thread nobody has limited (OMP_NUM_THREADS, else the CPU count). A thread whose
+# value is lower has been limited, e.g. by threadpoolctl.threadpool_limits, and that limit caps the default.
+_OPENMP_DEFAULT = _dispatch.kernels.openmp_max_threads()
 
 
 def _check_count(n, name):
@@ -18,8 +24,8 @@ def _check_count(n, name):
         n = operator.index(n)
     except TypeError:
         raise TypeError(f"{name} must be a positive integer, got {type(n).__name__} {n!r}") from None
-    if n < 1:
-        raise ValueError(f"{name} must be a positive integer, got {n}")
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"{name} must be between 1 and {MAX_THREADS}, got {n}")
     return n
 
 
@@ -33,9 +39,9 @@ def set_num_threads(n):
 
     Notes
     -----
-    The setting is process-wide. It is also passed to OpenMP for the calling thread, so
-    ``threadpoolctl.threadpool_limits`` sees it and can lower it temporarily. A ``num_threads=`` argument
-    to a single call takes precedence over both.
+    The setting is process-wide: it applies to calls from every Python thread. While
+    ``threadpoolctl.threadpool_limits`` lowers OpenMP's thread count in a thread, calls from that thread
+    use at most that many. A ``num_threads=`` argument to a single call takes precedence over both.
 
     Examples
     --------
@@ -45,17 +51,15 @@ def set_num_threads(n):
     1
     """
     global _default
-    n = _check_count(n, "n")
-    _default = n
-    _dispatch.kernels.openmp_set_num_threads(n)
+    _default = _check_count(n, "n")
 
 
 def get_num_threads():
     """Return the number of threads a large call would use by default.
 
-    This is the value given to `set_num_threads` (capped by an active ``threadpoolctl`` limit), or else
-    OpenMP's default (``OMP_NUM_THREADS`` or the number of CPUs). It is 1 when fastsoftmax was built
-    without OpenMP.
+    This is the value given to `set_num_threads`, or else OpenMP's default (``OMP_NUM_THREADS`` or the
+    number of CPUs), capped by a ``threadpoolctl`` limit active in the calling thread. It is 1 when
+    fastsoftmax was built without OpenMP.
 
     Examples
     --------
@@ -64,7 +68,9 @@ def get_num_threads():
     True
     """
     omp = _dispatch.kernels.openmp_max_threads()
-    return omp if _default is None else min(_default, omp)
+    if _default is None:
+        return omp
+    return min(_default, omp) if omp < _OPENMP_DEFAULT else _default
 
 
 def resolve(num_threads, n_elements):
