@@ -22,7 +22,8 @@ _F16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
 # A non-last axis whose contiguous inner block is narrower than this is cheaper to move to the end with one
-# copy than to walk column by column (too few columns to fill a vector register).
+# copy than to walk column by column (too few columns to fill a vector register). The kernels' layout check
+# uses the same number (MIN_STRIDED_INNER in pyx/_kernels.pxi).
 _MIN_STRIDED_INNER = 8
 
 
@@ -186,10 +187,10 @@ def _writes_through(target, outer, K, inner, comp, inputs):
     return view
 
 
-def _run(inputs_nd, comp, res_dtype, shape, axes, out, kernel_call):
-    """Shared driver of forward and backward: lay out the inputs, pick or make the output buffer, call the
-    kernel, and copy back when the kernel could not write the result in place."""
-    target = out if out is not None else np.empty(shape, res_dtype)
+def _run(inputs_nd, comp, shape, axes, target, kernel_call):
+    """The copying path shared by forward and backward, for what the kernels' direct layout check refused:
+    lay out the inputs (copying when needed), call the kernel, and copy back when it could not write `target`
+    (another dtype, unusable strides, partial overlap with an input)."""
     if target.size == 0:
         return target
     outer, K, inner, perm = _plan(shape, axes)
@@ -226,13 +227,17 @@ def _forward(x, axis, out, dtype, num_threads, log_softmax):
     out = _check_out(out, arr.shape, res)
     n_threads = _threads.resolve(num_threads, arr.size)
     arr = _prepare(arr, comp)
+    target = out if out is not None else np.empty(arr.shape, res)
+    if (target.size and res == comp and axes and axes[-1] - axes[0] + 1 == len(axes)
+            and _k.forward_axes(arr, target, axes[0], axes[-1], log_softmax, n_threads)):
+        return target
 
     def call(views, dst, outer, K, inner):
         (xv, x_so, x_sk), = views
         ov, o_so, o_sk = dst
         _k.forward(xv, ov, outer, K, inner, x_so, x_sk, o_so, o_sk, log_softmax, n_threads)
 
-    return _run([arr], comp, res, arr.shape, axes, out, call)
+    return _run([arr], comp, arr.shape, axes, target, call)
 
 
 def _copy_into(out, value):
@@ -258,13 +263,17 @@ def _backward(grad_output, output, axis, out, num_threads, log_softmax):
     n_threads = _threads.resolve(num_threads, g.size)
     g = _prepare(g, comp)
     y = _prepare(y, comp)
+    target = out if out is not None else np.empty(g.shape, res)
+    if (target.size and res == comp and axes and axes[-1] - axes[0] + 1 == len(axes)
+            and _k.backward_axes(g, y, target, axes[0], axes[-1], log_softmax, n_threads)):
+        return target
 
     def call(views, dst, outer, K, inner):
         (gv, g_so, g_sk), (yv, y_so, y_sk) = views
         ov, o_so, o_sk = dst
         _k.backward(gv, yv, ov, outer, K, inner, g_so, g_sk, y_so, y_sk, o_so, o_sk, log_softmax, n_threads)
 
-    return _run([g, y], comp, res, g.shape, axes, out, call)
+    return _run([g, y], comp, g.shape, axes, target, call)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -8,7 +8,14 @@ import importlib.util
 import os
 import warnings
 
-from . import _cpu
+try:
+    from . import _cpu
+except ImportError as exc:  # the source tree, not an installed or built copy
+    import os.path
+    raise ImportError(
+        f"fastsoftmax's compiled modules are missing in {os.path.dirname(__file__)}: this looks like the source "
+        "tree. Install it (pip install .) and import it from outside the repository, or build in place with "
+        "`python setup.py build_ext --inplace`.") from exc
 
 LEVELS = ("baseline", "avx2", "avx512")  # narrowest first
 ENV_VAR = "FASTSOFTMAX_SIMD"

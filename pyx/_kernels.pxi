@@ -42,6 +42,9 @@ cdef enum:
     # Strided tiles are sized so K rows of one tile, in and out, stay in a 512 KiB share of L2.
     TILE_BYTES = 512 * 1024
     TILE_MIN = 16
+    # A non-last axis whose contiguous inner block is narrower than this goes through a transposed copy
+    # instead (too few columns to fill a vector register); see fastsoftmax/_api.py.
+    MIN_STRIDED_INNER = 8
 
 # Arrays with fewer elements than this run serially in `lastaxis_small` (set by fastsoftmax._threads at import).
 cdef Py_ssize_t serial_limit = 0
@@ -226,6 +229,100 @@ cdef void backward_any(const floating* g, const floating* y, floating* out, Py_s
 # ------------------------------------------------------------------------------------------------------------
 # Entry points for fastsoftmax._api (Python objects in, GIL released around all numeric work)
 # ------------------------------------------------------------------------------------------------------------
+
+# ------------------------------------------------------------------------------------------------------------
+# Layout: an array and a run of axes as (outer, K, inner), computed from shape and strides in C (per-call cost
+# matters: doing this with np.reshape and np.may_share_memory in Python took ~5 us per call)
+# ------------------------------------------------------------------------------------------------------------
+
+cdef struct Layout:
+    Py_ssize_t outer, K, inner   # extents
+    Py_ssize_t so, sk            # element strides of the outer and reduced axes (inner is contiguous)
+    char* lo                     # the byte range the array touches, for the overlap check
+    char* hi
+
+
+cdef bint collapse_dims(cnp.ndarray a, int first, int stop, Py_ssize_t* extent, Py_ssize_t* stride) noexcept:
+    """Merge dims first..stop-1 of a into one axis: False if their strides do not allow it without a copy."""
+    cdef cnp.npy_intp* shape = cnp.PyArray_DIMS(a)
+    cdef cnp.npy_intp* strides = cnp.PyArray_STRIDES(a)
+    cdef Py_ssize_t n = 1, st = 0, expected = 0
+    cdef int d
+    for d in range(stop - 1, first - 1, -1):
+        if shape[d] == 1:
+            continue
+        if n == 1:
+            st = strides[d]
+        elif strides[d] != expected:
+            return False
+        n *= shape[d]
+        expected = st * n
+    extent[0] = n
+    stride[0] = st
+    return True
+
+
+cdef bint layout_of(cnp.ndarray a, int first, int last, Layout* lay) noexcept:
+    """lay = a seen as (outer, K, inner) over axes first..last, inner contiguous. False when that needs a copy,
+    when the strides are not whole elements, or when 1 < inner < MIN_STRIDED_INNER (too narrow to vectorize)."""
+    cdef int nd = cnp.PyArray_NDIM(a)
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(a), so, sk, si, d_lo = 0, d_hi = 0
+    cdef cnp.npy_intp* shape = cnp.PyArray_DIMS(a)
+    cdef cnp.npy_intp* strides = cnp.PyArray_STRIDES(a)
+    cdef int d
+    if not (collapse_dims(a, 0, first, &lay.outer, &so) and collapse_dims(a, first, last + 1, &lay.K, &sk)
+            and collapse_dims(a, last + 1, nd, &lay.inner, &si)):
+        return False
+    if lay.inner > 1 and (si != item or lay.inner < MIN_STRIDED_INNER):
+        return False
+    if lay.inner == 1 and lay.K > 1 and sk != item:
+        return False
+    if so % item or sk % item:
+        return False
+    lay.so = so // item
+    lay.sk = sk // item
+    for d in range(nd):
+        if shape[d] > 1:
+            if strides[d] < 0:
+                d_lo += strides[d] * (shape[d] - 1)
+            else:
+                d_hi += strides[d] * (shape[d] - 1)
+    lay.lo = <char*>cnp.PyArray_DATA(a) + d_lo
+    lay.hi = <char*>cnp.PyArray_DATA(a) + d_hi + item
+    return True
+
+
+cdef bint writable_alongside(Layout* dst, cnp.ndarray out, Layout* src, cnp.ndarray x) noexcept:
+    """out may be written while x is read: disjoint memory, or exactly the same elements (in place)."""
+    if dst.hi <= src.lo or src.hi <= dst.lo:
+        return True
+    return (cnp.PyArray_DATA(out) == cnp.PyArray_DATA(x) and dst.so == src.so and dst.sk == src.sk
+            and dst.outer == src.outer and dst.K == src.K and dst.inner == src.inner)
+
+
+def forward_axes(cnp.ndarray x, cnp.ndarray out, int first, int last, bint log_softmax, int n_threads):
+    """softmax / log_softmax of x over axes first..last into out, straight from their strides. x and out: the
+    same shape and the same aligned, native float32/float64 dtype (checked by the caller). Returns False,
+    having done nothing, when a layout needs a copy or out partly overlaps x; the caller then copies."""
+    cdef Layout lx, lo
+    if not (layout_of(x, first, last, &lx) and layout_of(out, first, last, &lo)
+            and writable_alongside(&lo, out, &lx, x)):
+        return False
+    forward(x, out, lx.outer, lx.K, lx.inner, lx.so, lx.sk, lo.so, lo.sk, log_softmax, n_threads)
+    return True
+
+
+def backward_axes(cnp.ndarray g, cnp.ndarray y, cnp.ndarray out, int first, int last, bint log_softmax,
+                  int n_threads):
+    """The vector-Jacobian product over axes first..last, straight from the strides; False as forward_axes."""
+    cdef Layout lg, ly, lo
+    if not (layout_of(g, first, last, &lg) and layout_of(y, first, last, &ly) and layout_of(out, first, last, &lo)
+            and writable_alongside(&lo, out, &lg, g) and writable_alongside(&lo, out, &ly, y)):
+        return False
+    backward(g, y, out, lg.outer, lg.K, lg.inner, lg.so, lg.sk, ly.so, ly.sk, lo.so, lo.sk, log_softmax,
+             n_threads)
+    return True
+
 
 def forward(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t K, Py_ssize_t inner,
             Py_ssize_t x_so, Py_ssize_t x_sk, Py_ssize_t o_so, Py_ssize_t o_sk, bint log_softmax,
