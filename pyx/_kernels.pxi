@@ -12,8 +12,9 @@ from libc.math cimport INFINITY, log
 from libc.stdlib cimport free, malloc
 
 from _openmp_helpers cimport FSM_OPENMP_VERSION, omp_get_max_threads
-from _row_ops cimport (exp_shifted_sum, log_shift_row, log_softmax_grad_row, row_dot, row_max, scale_row,
-                       softmax_grad_row)
+from _row_ops cimport (chunk_exp_sum, chunks_combine, exp_shifted_sum, log_shift_row, log_softmax_grad_row, row_dot,
+                       row_max, scale_row, softmax_grad_row)
+from _simd_math cimport exp_shifted_
 from _strided_ops cimport TILE_MAX, strided_backward_tile, strided_forward_tile
 
 cnp.import_array()
@@ -33,11 +34,16 @@ cdef extern from *:
     const char* FSM_COMPILER
 
 cdef enum:
-    # Few long rows are split into CHUNK-element pieces that threads share (a two-phase max/sum), so e.g. 8 rows
-    # of 150 000 can use 16 cores. The choice depends on the shape only, never on the thread count, so results
-    # are bitwise identical at every thread count.
-    CHUNK = 16384
-    SPLIT_MIN_COLS = 2 * CHUNK
+    # Rows longer than CHUNKED_MIN_COLS take the chunked two-pass kernel (see _row_ops.pxd): its phase 1 reads
+    # each CHUNK from memory once and reuses it from L1, where the three-pass kernel would read the row from
+    # memory a second and third time once x and out no longer fit in L2. MAX_CHUNKS bounds the per-row state on
+    # the stack; longer rows use proportionally longer chunks.
+    CHUNK = 2048
+    CHUNKED_MIN_COLS = 16384
+    MAX_CHUNKS = 256
+    # Batches of fewer than SPLIT_MAX_ROWS chunked rows are split across threads by chunk, so e.g. 8 rows of
+    # 150 000 can use 16 cores. Every chunked row goes through the same chunk arithmetic and the choices depend
+    # on the shape only, never on the thread count, so results are bitwise identical at every thread count.
     SPLIT_MAX_ROWS = 16
     # Strided tiles are sized so K rows of one tile, in and out, stay in a 512 KiB share of L2.
     TILE_BYTES = 512 * 1024
@@ -54,15 +60,55 @@ cdef Py_ssize_t serial_limit = 0
 # Forward
 # ------------------------------------------------------------------------------------------------------------
 
+cdef inline Py_ssize_t chunk_length(Py_ssize_t n) noexcept nogil:
+    """Chunk size for a chunked row of n elements: CHUNK, or longer (a multiple of 64) for rows of more than
+    MAX_CHUNKS chunks."""
+    cdef Py_ssize_t length = (n + MAX_CHUNKS - 1) // MAX_CHUNKS
+    length = (length + 63) // 64 * 64
+    return length if length > CHUNK else CHUNK
+
+
+cdef inline void chunk_finish(const floating* x, floating* out, Py_ssize_t n, floating chunk_top,
+                              floating row_top, double row_sum, bint log_softmax) noexcept nogil:
+    """Phase 2 on one chunk of a chunked row."""
+    if log_softmax:
+        log_shift_row(x, out, n, row_top, <floating>log(row_sum))
+    else:
+        scale_row(out, n, <floating>(<double>exp_shifted_(chunk_top, row_top, True) / row_sum))
+
+
+cdef inline void forward_row_chunked(const floating* x, floating* out, Py_ssize_t n,
+                                     bint log_softmax) noexcept nogil:
+    cdef floating tops[MAX_CHUNKS]
+    cdef double sums[MAX_CHUNKS]
+    cdef Py_ssize_t length = chunk_length(n)
+    cdef Py_ssize_t count = (n + length - 1) // length
+    cdef Py_ssize_t c, start
+    cdef floating row_top
+    cdef double row_sum
+    for c in range(count):
+        start = c * length
+        sums[c] = chunk_exp_sum(x + start, out + start, min(length, n - start), not log_softmax, &tops[c])
+    row_sum = chunks_combine(tops, sums, count, &row_top)
+    for c in range(count):
+        start = c * length
+        chunk_finish(x + start, out + start, min(length, n - start), tops[c], row_top, row_sum, log_softmax)
+
+
 cdef inline void forward_row(const floating* x, floating* out, Py_ssize_t n, bint log_softmax) noexcept nogil:
-    """The three passes on one row: max; exp(x - max) (stored for softmax) and its sum; scale or shift."""
-    cdef floating row_top = row_max(x, n)
+    """One row: the three passes (max; exp(x - max) stored for softmax and summed; scale or shift) while the
+    row fits in cache, the chunked two passes beyond."""
+    if n > CHUNKED_MIN_COLS:
+        forward_row_chunked(x, out, n, log_softmax)
+        return
+    cdef bint wide
+    cdef floating row_top = row_max(x, n, &wide)
     cdef double total
     if log_softmax:
-        total = exp_shifted_sum(x, out, n, row_top, False)
+        total = exp_shifted_sum(x, out, n, row_top, False, wide)
         log_shift_row(x, out, n, row_top, <floating>log(total))
     else:
-        total = exp_shifted_sum(x, out, n, row_top, True)
+        total = exp_shifted_sum(x, out, n, row_top, True, wide)
         scale_row(out, n, <floating>(1.0 / total))
 
 
@@ -77,57 +123,44 @@ cdef void forward_rows(const floating* x, floating* out, Py_ssize_t n_rows, Py_s
             forward_row(x + r * x_rs, out + r * o_rs, n_cols, log_softmax)
 
 
-cdef int forward_long_rows(const floating* x, floating* out, Py_ssize_t n_rows, Py_ssize_t n_cols,
-                           Py_ssize_t x_rs, Py_ssize_t o_rs, bint log_softmax, int n_threads) noexcept nogil:
-    """Rows split in CHUNK pieces: phase 1 chunk maxima; phase 2 exp and chunk sums against the row max; phase 3
-    scale by the row sum. Each phase is an `omp for` over the same (row, chunk) items with the same static
-    schedule, so a thread finds its own chunks still in its cache in the next phase. Returns -1 if out of memory."""
-    cdef Py_ssize_t per_row = (n_cols + CHUNK - 1) // CHUNK
+cdef int forward_split_rows(const floating* x, floating* out, Py_ssize_t n_rows, Py_ssize_t n_cols,
+                            Py_ssize_t x_rs, Py_ssize_t o_rs, bint log_softmax, int n_threads) noexcept nogil:
+    """Few long rows: the chunked two passes with (row, chunk) work items shared by all threads: an `omp for`
+    per phase, the same static schedule in both, so a thread finds its own chunks still in its cache. The chunk
+    arithmetic and combination order are those of forward_row_chunked. Returns -1 if out of memory."""
+    cdef Py_ssize_t length = chunk_length(n_cols)
+    cdef Py_ssize_t per_row = (n_cols + length - 1) // length
     cdef Py_ssize_t n_items = n_rows * per_row
-    cdef floating* chunk_max = <floating*>malloc(n_items * sizeof(floating))
-    cdef double* chunk_sum = <double*>malloc(n_items * sizeof(double))
-    cdef Py_ssize_t it, r, c, start, length, q
-    cdef floating row_top
-    cdef double total
-    if chunk_max == NULL or chunk_sum == NULL:
-        free(chunk_max)
-        free(chunk_sum)
+    cdef floating* tops = <floating*>malloc(n_items * sizeof(floating))
+    cdef double* sums = <double*>malloc(n_items * sizeof(double))
+    cdef floating* row_tops = <floating*>malloc(n_rows * sizeof(floating))
+    cdef double* row_sums = <double*>malloc(n_rows * sizeof(double))
+    cdef Py_ssize_t it, r, start
+    if tops == NULL or sums == NULL or row_tops == NULL or row_sums == NULL:
+        free(tops)
+        free(sums)
+        free(row_tops)
+        free(row_sums)
         return -1
     if n_threads > n_items:
         n_threads = <int>n_items
     with parallel(num_threads=n_threads):
         for it in prange(n_items, schedule='static'):
             r = it // per_row
-            start = (it % per_row) * CHUNK
-            length = min(CHUNK, n_cols - start)
-            chunk_max[it] = row_max(x + r * x_rs + start, length)
+            start = (it % per_row) * length
+            sums[it] = chunk_exp_sum(x + r * x_rs + start, out + r * o_rs + start, min(length, n_cols - start),
+                                     not log_softmax, &tops[it])
+        for r in prange(n_rows, schedule='static'):
+            row_sums[r] = chunks_combine(tops + r * per_row, sums + r * per_row, per_row, &row_tops[r])
         for it in prange(n_items, schedule='static'):
             r = it // per_row
-            start = (it % per_row) * CHUNK
-            length = min(CHUNK, n_cols - start)
-            row_top = -INFINITY
-            for q in range(r * per_row, (r + 1) * per_row):
-                row_top = chunk_max[q] if chunk_max[q] > row_top else row_top
-            chunk_sum[it] = exp_shifted_sum(x + r * x_rs + start, out + r * o_rs + start, length, row_top,
-                                            not log_softmax)
-            # phase 3 needs the row max again; keep it where the chunk max was (read by this item only from now on
-            # would race with other items of the row still reading chunk_max in this phase, so do not overwrite).
-        for it in prange(n_items, schedule='static'):
-            r = it // per_row
-            start = (it % per_row) * CHUNK
-            length = min(CHUNK, n_cols - start)
-            total = 0.0
-            row_top = -INFINITY
-            for q in range(r * per_row, (r + 1) * per_row):
-                total = total + chunk_sum[q]
-                row_top = chunk_max[q] if chunk_max[q] > row_top else row_top
-            if log_softmax:
-                log_shift_row(x + r * x_rs + start, out + r * o_rs + start, length, row_top,
-                              <floating>log(total))
-            else:
-                scale_row(out + r * o_rs + start, length, <floating>(1.0 / total))
-    free(chunk_max)
-    free(chunk_sum)
+            start = (it % per_row) * length
+            chunk_finish(x + r * x_rs + start, out + r * o_rs + start, min(length, n_cols - start), tops[it],
+                         row_tops[r], row_sums[r], log_softmax)
+    free(tops)
+    free(sums)
+    free(row_tops)
+    free(row_sums)
     return 0
 
 
@@ -171,8 +204,8 @@ cdef int forward_any(const floating* x, floating* out, Py_ssize_t outer, Py_ssiz
                      Py_ssize_t x_so, Py_ssize_t x_sk, Py_ssize_t o_so, Py_ssize_t o_sk,
                      bint log_softmax, int n_threads) noexcept nogil:
     if inner == 1:
-        if K >= SPLIT_MIN_COLS and outer < SPLIT_MAX_ROWS:
-            return forward_long_rows(x, out, outer, K, x_so, o_so, log_softmax, n_threads)
+        if K > CHUNKED_MIN_COLS and outer < SPLIT_MAX_ROWS and n_threads > 1:
+            return forward_split_rows(x, out, outer, K, x_so, o_so, log_softmax, n_threads)
         if n_threads > outer:
             n_threads = <int>outer
         forward_rows(x, out, outer, K, x_so, o_so, log_softmax, n_threads)

@@ -3,9 +3,9 @@
 # The reductions keep LANES independent partial results in a small array updated elementwise and combine them at
 # the end. gcc does not vectorize a single-accumulator float max or sum without -ffast-math (it may not reorder
 # them), but it does vectorize this lane-wise form, which is a reordering we chose explicitly.
-from libc.math cimport INFINITY
+from libc.math cimport INFINITY, NAN
 from cython cimport floating
-from _simd_math cimport exp_, exp_shifted_, LANES_F32, LANES_F64, SUM_BLOCK
+from _simd_math cimport exp_, exp_shifted_, EXACT_RANGE, LANES_F32, LANES_F64, SUM_BLOCK
 
 cdef enum:
     LANES = 32  # max lanes of either dtype; each specialization uses its own count (LANES_F32 / LANES_F64)
@@ -28,6 +28,21 @@ cdef inline floating fold_max(floating* acc) noexcept nogil:
     return acc[1] if acc[1] > acc[0] else acc[0]
 
 
+cdef inline floating fold_min(floating* acc) noexcept nogil:
+    """Min of the partial minima, folding halves like fold_max."""
+    cdef Py_ssize_t j
+    if floating is float:
+        for j in range(16):
+            acc[j] = acc[j + 16] if acc[j + 16] < acc[j] else acc[j]
+    for j in range(8):
+        acc[j] = acc[j + 8] if acc[j + 8] < acc[j] else acc[j]
+    for j in range(4):
+        acc[j] = acc[j + 4] if acc[j + 4] < acc[j] else acc[j]
+    for j in range(2):
+        acc[j] = acc[j + 2] if acc[j + 2] < acc[j] else acc[j]
+    return acc[1] if acc[1] < acc[0] else acc[0]
+
+
 cdef inline floating fold_sum(floating* acc) noexcept nogil:
     """Sum of the partial sums, folding halves like fold_max (pairwise: also the accurate order)."""
     cdef Py_ssize_t j
@@ -43,31 +58,44 @@ cdef inline floating fold_sum(floating* acc) noexcept nogil:
     return acc[0] + acc[1]
 
 
-cdef inline floating row_max(const floating* x, Py_ssize_t n) noexcept nogil:
+cdef inline floating row_max(const floating* x, Py_ssize_t n, bint* wide) noexcept nogil:
     """Largest element of x[:n]; -inf for n == 0. NaN elements are skipped here: they reach the result through
-    exp(NaN - max) = NaN in the sum, which makes the whole slice NaN as scipy and torch do."""
+    exp(NaN - max) = NaN in the sum, which makes the whole slice NaN as scipy and torch do.
+    *wide tells whether max - min >= EXACT_RANGE (then exp needs the exact x - max, see _simd_math.pxd); the min
+    rides along in the same pass for one extra vector op per load."""
     cdef Py_ssize_t lanes = LANES_F32 if floating is float else LANES_F64
     cdef floating acc[LANES]
-    cdef floating best
+    cdef floating low[LANES]
+    cdef floating best, least
     cdef Py_ssize_t i, j, n_main = n - n % lanes
     for j in range(lanes):
         acc[j] = -INFINITY
+        low[j] = INFINITY
     for i in range(0, n_main // lanes):
         for j in range(lanes):
             acc[j] = x[i * lanes + j] if x[i * lanes + j] > acc[j] else acc[j]
+            low[j] = x[i * lanes + j] if x[i * lanes + j] < low[j] else low[j]
     best = fold_max(acc)
+    least = fold_min(low)
     for i in range(n_main, n):
         best = x[i] if x[i] > best else best
+        least = x[i] if x[i] < least else least
+    # NaN or infinite ranges compare False here: those slices come out NaN (or exact) either way.
+    wide[0] = not (best - least < EXACT_RANGE)
     return best
 
 
 cdef inline void exp_shifted_block(const floating* x, floating* dst, Py_ssize_t n,
-                                   floating shift) noexcept nogil:
+                                   floating shift, bint exact) noexcept nogil:
     """dst = exp(x - shift) for n <= SUM_BLOCK elements. A plain loop on purpose: it is the form gcc vectorizes
     with every constant of exp hoisted into registers (a loop nest over lanes re-broadcasts them per step)."""
     cdef Py_ssize_t i
-    for i in range(n):
-        dst[i] = exp_shifted_(x[i], shift)
+    if exact:
+        for i in range(n):
+            dst[i] = exp_shifted_(x[i], shift, True)
+    else:
+        for i in range(n):
+            dst[i] = exp_shifted_(x[i], shift, False)
 
 
 cdef inline double lane_sum(const floating* v, floating* out, Py_ssize_t n) noexcept nogil:
@@ -98,10 +126,10 @@ cdef inline double lane_sum(const floating* v, floating* out, Py_ssize_t n) noex
 
 
 cdef inline double exp_shifted_sum(const floating* x, floating* out, Py_ssize_t n, floating shift,
-                                   bint store) noexcept nogil:
+                                   bint store, bint exact) noexcept nogil:
     """Sum of exp(x[i] - shift) (every x[i] - shift <= 0 or NaN), in SUM_BLOCK pieces whose lane-wise sums are
     flushed into a double (so 200 000-element float32 rows stay accurate). With store, exp(x[i] - shift) is also
-    written to out[i]. exp goes straight to out when out is a different buffer; in place (out == x) and for
+    written to out[i]. exact: carry x - shift's rounding error (see row_max). exp goes straight to out when out is a different buffer; in place (out == x) and for
     log_softmax it goes to an L1 stack buffer first, because gcc's vectorized loop needs non-overlapping
     pointers (its runtime alias check would send an in-place row down the scalar path)."""
     cdef floating buf[SUM_BLOCK]
@@ -112,11 +140,50 @@ cdef inline double exp_shifted_sum(const floating* x, floating* out, Py_ssize_t 
         start = blk * SUM_BLOCK
         length = min(SUM_BLOCK, n - start)
         if direct:
-            exp_shifted_block(x + start, out + start, length, shift)
+            exp_shifted_block(x + start, out + start, length, shift, exact)
             total += lane_sum(out + start, NULL, length)
         else:
-            exp_shifted_block(x + start, buf, length, shift)
+            exp_shifted_block(x + start, buf, length, shift, exact)
             total += lane_sum(buf, out + start if store else NULL, length)
+    return total
+
+
+# ---- Chunked rows: two passes over rows too long for L1 -------------------------------------------------------
+# Phase 1, per chunk: the chunk max m_c (read from memory) and exp(x - m_c) stored and summed (read from L1).
+# Phase 2, per chunk: scale by exp(m_c - M) / S, where M = max m_c and S = sum of s_c exp(m_c - M).
+# Two reads and two writes of the row instead of the three-pass kernel's three reads, one exp per element.
+
+cdef inline double chunk_exp_sum(const floating* x, floating* out, Py_ssize_t n, bint store,
+                                 floating* chunk_top) noexcept nogil:
+    """Phase 1 on one chunk: *chunk_top = max, returns sum(exp(x - max)) (written to out too with store)."""
+    cdef bint wide
+    cdef floating top = row_max(x, n, &wide)
+    cdef double total = 0.0
+    cdef Py_ssize_t i
+    chunk_top[0] = top
+    if top == -INFINITY:
+        # Only -inf and NaN here: exp(x - top) would be NaN for the -inf entries, which are exactly 0 unless the
+        # whole row is -inf (phase 2 then gives NaN through exp(-inf - -inf)).
+        for i in range(n):
+            if x[i] != x[i]:
+                total = NAN
+            if store:
+                out[i] = 0
+        return total
+    return exp_shifted_sum(x, out, n, top, store, wide)
+
+
+cdef inline double chunks_combine(const floating* tops, const double* sums, Py_ssize_t count,
+                                  floating* row_top) noexcept nogil:
+    """M = max of the chunk maxima (-> *row_top) and S = sum of sums[c] * exp(tops[c] - M), in chunk order."""
+    cdef floating top = -INFINITY
+    cdef double total = 0.0
+    cdef Py_ssize_t c
+    for c in range(count):
+        top = tops[c] if tops[c] > top else top
+    for c in range(count):
+        total += sums[c] * exp_shifted_(tops[c], top, True)
+    row_top[0] = top
     return total
 
 

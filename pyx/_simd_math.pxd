@@ -24,7 +24,11 @@ cdef extern from *:
 
 # Number of independent partial results a reduction keeps. 32 floats / 16 doubles is 4 ymm or 2 zmm registers:
 # enough independent add/max chains to hide the FP latency, and a multiple of every vector width we target.
+# A slice whose max - min is below this needs no exact x - max: |x - max| < 64 rounds with an error of at most
+# 2**-19 = 1.9e-6 relative in exp for float32 (room is left in the 4e-6 budget) and 7e-15 for float64. Wider
+# slices carry the rounding error of x - max into exp (TwoSum), so their small outputs keep full accuracy.
 cdef enum:
+    EXACT_RANGE = 64
     LANES_F32 = 32
     LANES_F64 = 16
     # Partial sums are flushed into a double accumulator every SUM_BLOCK elements, so a float32 row of 200 000
@@ -174,9 +178,37 @@ cdef inline double exp_nonpos_f64(double x) noexcept nogil:
     return 0.0 if x < -745.13321910194122 else q * s + s   # ln(2**-1075)
 
 
-cdef inline floating exp_shifted_(floating x, floating shift) noexcept nogil:
-    """exp(x - shift) for shift = the max of x's slice (so x - shift <= 0 or NaN)."""
+# exp(x - shift) for float64 with the exact difference (TwoSum, as exp_shifted_f32). Rounding x - max would cost up
+# to 5.7e-14 of the 1e-13 budget, and the chunked rows would round twice (x - m_c, then m_c - M).
+cdef inline double exp_shifted_f64(double x, double shift) noexcept nogil:
+    cdef double d = x - shift
+    cdef double bv = d - x
+    cdef double err = (x - (d - bv)) + (-shift - bv)
+    cdef double t = d * 1.4426950408889634074 + 6755399441056821.0
+    cdef double s = f64_from_bits(f64_bits(t) << 52) * 5.5511151231257827e-17
+    cdef double nf = t - 6755399441056821.0
+    cdef double r = d - nf * 6.93147180369123816490e-01
+    r = (r + err) - nf * 1.90821492927058770002e-10
+    cdef double r2 = r * r
+    cdef double g = 2.5100375832561234e-08
+    g = g * r + 2.7620075879983367e-07
+    g = g * r + 2.7557268480310024e-06
+    g = g * r + 2.4801521322368692e-05
+    g = g * r + 0.00019841269863040545
+    g = g * r + 0.0013888888917196719
+    g = g * r + 0.008333333333330065
+    g = g * r + 0.041666666666624164
+    g = g * r + 0.16666666666666669
+    g = g * r + 0.5000000000000001
+    cdef double q = r2 * g + r
+    return 0.0 if d < -745.13321910194122 else q * s + s
+
+
+cdef inline floating exp_shifted_(floating x, floating shift, bint exact) noexcept nogil:
+    """exp(x - shift) for shift >= x (a slice or chunk max; x - shift <= 0 or NaN). With exact, the rounding
+    error of x - shift is carried into the argument: element loops ask for it for slices whose range is
+    EXACT_RANGE or more; the chunked rows' per-chunk factors always do."""
     if floating is float:
-        return exp_shifted_f32(x, shift)
+        return exp_shifted_f32(x, shift) if exact else exp_nonpos_f32(x - shift)
     else:
-        return exp_nonpos_f64(x - shift)
+        return exp_shifted_f64(x, shift) if exact else exp_nonpos_f64(x - shift)

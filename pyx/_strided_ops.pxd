@@ -4,7 +4,7 @@
 # makes it private to the calling thread without a malloc.
 from libc.math cimport INFINITY, log
 from cython cimport floating
-from _simd_math cimport exp_, exp_shifted_
+from _simd_math cimport exp_, exp_shifted_, EXACT_RANGE
 
 cdef enum:
     TILE_MAX = 512   # columns per tile at most: 3 per-column arrays of 512 doubles = 12 KiB of stack
@@ -21,13 +21,18 @@ cdef inline void strided_forward_tile(const floating* x, floating* out, Py_ssize
     cdef const floating* xr
     cdef floating* orow
     cdef floating e
+    cdef bint exact = False
     for j in range(w):
         col_max[j] = -INFINITY
         col_sum[j] = 0.0
+        part[j] = INFINITY   # the column minima, for the exactness test (see row_max in _row_ops.pxd)
     for k in range(K):
         xr = x + k * xs
         for j in range(w):
             col_max[j] = xr[j] if xr[j] > col_max[j] else col_max[j]
+            part[j] = xr[j] if xr[j] < part[j] else part[j]
+    for j in range(w):
+        exact = exact or not (col_max[j] - part[j] < EXACT_RANGE)
     for blk in range((K + K_BLOCK - 1) // K_BLOCK):
         k0 = blk * K_BLOCK
         k1 = min(k0 + K_BLOCK, K)
@@ -36,14 +41,24 @@ cdef inline void strided_forward_tile(const floating* x, floating* out, Py_ssize
         for k in range(k0, k1):
             xr = x + k * xs
             if log_softmax:
-                for j in range(w):
-                    part[j] += exp_shifted_(xr[j], col_max[j])
+                if exact:
+                    for j in range(w):
+                        part[j] += exp_shifted_(xr[j], col_max[j], True)
+                else:
+                    for j in range(w):
+                        part[j] += exp_shifted_(xr[j], col_max[j], False)
             else:
                 orow = out + k * os
-                for j in range(w):
-                    e = exp_shifted_(xr[j], col_max[j])
-                    orow[j] = e
-                    part[j] += e
+                if exact:
+                    for j in range(w):
+                        e = exp_shifted_(xr[j], col_max[j], True)
+                        orow[j] = e
+                        part[j] += e
+                else:
+                    for j in range(w):
+                        e = exp_shifted_(xr[j], col_max[j], False)
+                        orow[j] = e
+                        part[j] += e
         for j in range(w):
             col_sum[j] += part[j]
     if log_softmax:
