@@ -333,7 +333,9 @@ def softmax(x, axis=-1, *, out=None, dtype=None, num_threads=None):
     array([[0.5 , 0.25],
            [0.5 , 0.75]])
     """
-    if out is None and dtype is None and num_threads is None:
+    if out is None and dtype is None:
+        if num_threads is not None:  # small arrays run on one thread anyway; still reject a bad value
+            _threads.check_count(num_threads, "num_threads")
         result = _k.lastaxis_small(x, axis, False)
         if result is not None:
             return result
@@ -380,7 +382,9 @@ def log_softmax(x, axis=-1, *, out=None, dtype=None, num_threads=None):
     >>> log_softmax(np.array([1.0, 2.0, 3.0]))
     array([-2.40760596, -1.40760596, -0.40760596])
     """
-    if out is None and dtype is None and num_threads is None:
+    if out is None and dtype is None:
+        if num_threads is not None:  # small arrays run on one thread anyway; still reject a bad value
+            _threads.check_count(num_threads, "num_threads")
         result = _k.lastaxis_small(x, axis, True)
         if result is not None:
             return result
@@ -425,6 +429,12 @@ def softmax_backward(grad_output, output, axis=-1, *, out=None, num_threads=None
     >>> softmax_backward(np.array([1.0, 0.0]), y)
     array([ 0.25, -0.25])
     """
+    if out is None:
+        if num_threads is not None:
+            _threads.check_count(num_threads, "num_threads")
+        result = _k.lastaxis_small_backward(grad_output, output, axis, False)
+        if result is not None:
+            return result
     return _backward(grad_output, output, axis, out, num_threads, False)
 
 
@@ -466,6 +476,12 @@ def log_softmax_backward(grad_output, output, axis=-1, *, out=None, num_threads=
     >>> log_softmax_backward(np.array([1.0, 0.0]), y)
     array([ 0.5, -0.5])
     """
+    if out is None:
+        if num_threads is not None:
+            _threads.check_count(num_threads, "num_threads")
+        result = _k.lastaxis_small_backward(grad_output, output, axis, True)
+        if result is not None:
+            return result
     return _backward(grad_output, output, axis, out, num_threads, True)
 
 

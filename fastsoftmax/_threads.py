@@ -17,7 +17,8 @@ _default = None  # set by set_num_threads; None means "OpenMP's default"
 _OPENMP_DEFAULT = _dispatch.kernels.openmp_max_threads()
 
 
-def _check_count(n, name):
+def check_count(n, name):
+    """n as an int if it is a valid thread count, else TypeError / ValueError naming `name`."""
     if isinstance(n, bool):
         raise TypeError(f"{name} must be a positive integer, got {n!r}")
     try:
@@ -51,7 +52,7 @@ def set_num_threads(n):
     1
     """
     global _default
-    _default = _check_count(n, "n")
+    _default = check_count(n, "n")
 
 
 def get_num_threads():
@@ -77,7 +78,7 @@ def resolve(num_threads, n_elements):
     """Threads for one call on `n_elements` elements: the argument if given, else the default; 1 below
     PARALLEL_MIN_ELEMENTS. The kernels further clamp it to the number of independent work items."""
     if num_threads is not None:
-        num_threads = _check_count(num_threads, "num_threads")
+        num_threads = check_count(num_threads, "num_threads")
     if n_elements < PARALLEL_MIN_ELEMENTS:
         return 1
     return num_threads if num_threads is not None else get_num_threads()

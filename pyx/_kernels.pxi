@@ -428,6 +428,38 @@ def lastaxis_small(object x, object axis, bint log_softmax):
     return out
 
 
+def lastaxis_small_backward(object g, object y, object axis, bint log_softmax):
+    """The backward passes' per-call fast path, on the same terms as lastaxis_small: g and y plain, C-contiguous,
+    aligned, native arrays of one float dtype and one shape, fewer than `serial_limit` elements, the last axis.
+    Returns None for anything else (including mismatches, which the general path reports)."""
+    if type(g) is not cnp.ndarray or type(y) is not cnp.ndarray or type(axis) is not int:
+        return None
+    cdef cnp.ndarray a = <cnp.ndarray>g
+    cdef cnp.ndarray b = <cnp.ndarray>y
+    cdef int typenum = cnp.PyArray_TYPE(a)
+    cdef int nd = cnp.PyArray_NDIM(a)
+    cdef int d
+    if (typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64) or cnp.PyArray_TYPE(b) != typenum:
+        return None
+    if nd == 0 or cnp.PyArray_NDIM(b) != nd or (axis != -1 and axis != nd - 1):
+        return None
+    for d in range(nd):
+        if cnp.PyArray_DIMS(a)[d] != cnp.PyArray_DIMS(b)[d]:
+            return None
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a) and cnp.PyArray_ISNOTSWAPPED(a)
+            and cnp.PyArray_IS_C_CONTIGUOUS(b) and cnp.PyArray_ISALIGNED(b) and cnp.PyArray_ISNOTSWAPPED(b)):
+        return None
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(a)
+    if size >= serial_limit:
+        return None
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(a), typenum, 0)
+    cdef Py_ssize_t n_cols = cnp.PyArray_DIMS(a)[nd - 1]
+    if size == 0:
+        return out
+    backward(a, b, out, size // n_cols, n_cols, 1, n_cols, 1, n_cols, 1, n_cols, 1, log_softmax, 1)
+    return out
+
+
 def set_serial_limit(Py_ssize_t n_elements):
     global serial_limit
     serial_limit = n_elements
