@@ -11,51 +11,54 @@ cdef enum:
     LANES = 32  # max lanes of either dtype; each specialization uses its own count (LANES_F32 / LANES_F64)
 
 
-cdef inline floating fold_max(floating* acc) noexcept nogil:
-    """Max of the LANES_F32 (float) or LANES_F64 (double) partial maxima, folding halves. The loop bounds are
-    literals so gcc unrolls each fold into a vector operation; a generic halving loop compiled into versioned
-    loops with epilogues and cost ~250 instructions per row, as much as a 128-element row itself."""
+cdef inline floating fold_max(const floating* acc) noexcept nogil:
+    """Max of the LANES_F32 (float) or LANES_F64 (double) partial maxima. The first fold goes to 8 lanes in one
+    vector step into a fresh array (gcc vectorizes that form; folding in place stayed scalar), then 8 scalars."""
+    cdef floating v[8]
+    cdef floating a, b
     cdef Py_ssize_t j
-    if floating is float:
-        for j in range(16):
-            acc[j] = acc[j + 16] if acc[j + 16] > acc[j] else acc[j]
     for j in range(8):
-        acc[j] = acc[j + 8] if acc[j + 8] > acc[j] else acc[j]
-    for j in range(4):
-        acc[j] = acc[j + 4] if acc[j + 4] > acc[j] else acc[j]
-    for j in range(2):
-        acc[j] = acc[j + 2] if acc[j + 2] > acc[j] else acc[j]
-    return acc[1] if acc[1] > acc[0] else acc[0]
+        a = acc[j] if acc[j] > acc[j + 8] else acc[j + 8]
+        if floating is float:
+            b = acc[j + 16] if acc[j + 16] > acc[j + 24] else acc[j + 24]
+            a = a if a > b else b
+        v[j] = a
+    a = v[0]
+    for j in range(1, 8):
+        a = v[j] if v[j] > a else a
+    return a
 
 
-cdef inline floating fold_min(floating* acc) noexcept nogil:
-    """Min of the partial minima, folding halves like fold_max."""
+cdef inline floating fold_min(const floating* acc) noexcept nogil:
+    """Min of the partial minima, as fold_max."""
+    cdef floating v[8]
+    cdef floating a, b
     cdef Py_ssize_t j
-    if floating is float:
-        for j in range(16):
-            acc[j] = acc[j + 16] if acc[j + 16] < acc[j] else acc[j]
     for j in range(8):
-        acc[j] = acc[j + 8] if acc[j + 8] < acc[j] else acc[j]
-    for j in range(4):
-        acc[j] = acc[j + 4] if acc[j + 4] < acc[j] else acc[j]
-    for j in range(2):
-        acc[j] = acc[j + 2] if acc[j + 2] < acc[j] else acc[j]
-    return acc[1] if acc[1] < acc[0] else acc[0]
+        a = acc[j] if acc[j] < acc[j + 8] else acc[j + 8]
+        if floating is float:
+            b = acc[j + 16] if acc[j + 16] < acc[j + 24] else acc[j + 24]
+            a = a if a < b else b
+        v[j] = a
+    a = v[0]
+    for j in range(1, 8):
+        a = v[j] if v[j] < a else a
+    return a
 
 
-cdef inline floating fold_sum(floating* acc) noexcept nogil:
-    """Sum of the partial sums, folding halves like fold_max (pairwise: also the accurate order)."""
+cdef inline double fold_sum(const floating* acc) noexcept nogil:
+    """Sum of the partial sums (pairwise), as fold_max; the last 8 are added in double."""
+    cdef floating v[8]
+    cdef double total = 0.0
     cdef Py_ssize_t j
-    if floating is float:
-        for j in range(16):
-            acc[j] = acc[j] + acc[j + 16]
     for j in range(8):
-        acc[j] = acc[j] + acc[j + 8]
-    for j in range(4):
-        acc[j] = acc[j] + acc[j + 4]
-    for j in range(2):
-        acc[j] = acc[j] + acc[j + 2]
-    return acc[0] + acc[1]
+        if floating is float:
+            v[j] = (acc[j] + acc[j + 8]) + (acc[j + 16] + acc[j + 24])
+        else:
+            v[j] = acc[j] + acc[j + 8]
+    for j in range(8):
+        total += v[j]
+    return total
 
 
 cdef inline floating row_max(const floating* x, Py_ssize_t n, bint* wide) noexcept nogil:
