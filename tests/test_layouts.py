@@ -183,7 +183,8 @@ def test_middle_axis_with_narrow_inner_block(inner, fn):
 @pytest.mark.parametrize("shape", [(1, 32767), (1, 32768), (3, 70000), (15, 33000), (16, 33000), (2, 100003)],
                          ids=lambda s: "x".join(map(str, s)))
 def test_long_rows(shape, fn):
-    """Few long rows are split into chunks shared by threads (at least 32768 columns, fewer than 16 rows)."""
+    """Long rows (more than 16384 columns) take the chunked two-pass kernel; fewer than 16 of them are split into
+    chunks shared by threads. Shapes on both sides of those limits."""
     x = (np.random.default_rng(shape[1]).standard_normal(shape) * 5).astype(np.float32)
     assert_matches_reference(fn, fn(x), x, -1)
     assert_matches_reference(fn, fn(x[:, ::-1]), x[:, ::-1], -1)

@@ -123,7 +123,7 @@ THREAD_PROBE = textwrap.dedent("""
     def os_threads():
         return len(os.listdir("/proc/self/task"))
 
-    big = np.random.default_rng(0).standard_normal((256, 1000)).astype(np.float32)  # > 32768 elements
+    big = np.random.default_rng(0).standard_normal((256, 1000)).astype(np.float32)  # above the parallel threshold
     before = os_threads()
     exec(sys.argv[1])
     print("NEW_THREADS", os_threads() - before)
@@ -135,7 +135,8 @@ PROBE_CASES = [
     pytest.param("fsm.log_softmax(big, axis=0, num_threads=2)", {}, True, id="num_threads=2-axis=0"),
     pytest.param("fsm.softmax(big.reshape(2, -1), num_threads=2)", {}, True, id="num_threads=2-long-rows"),
     pytest.param("fsm.softmax_backward(big, big, num_threads=2)", {}, True, id="num_threads=2-backward"),
-    pytest.param("fsm.softmax(big[:30], num_threads=2)", {}, False, id="below-threshold-serial"),
+    pytest.param("fsm.softmax(big.ravel()[:fsm._threads.PARALLEL_MIN_ELEMENTS - 1].reshape(1, -1), num_threads=2)",
+                 {}, False, id="below-threshold-serial"),
     pytest.param("fsm.set_num_threads(1); fsm.softmax(big)", {}, False, id="set_num_threads(1)"),
     pytest.param("fsm.set_num_threads(2); fsm.softmax(big)", {"OMP_NUM_THREADS": "1"}, True,
                  id="set_num_threads(2)-over-OMP_NUM_THREADS=1"),
