@@ -180,7 +180,8 @@ def test_middle_axis_with_narrow_inner_block(inner, fn):
 
 
 @pytest.mark.parametrize("fn", FORWARD)
-@pytest.mark.parametrize("shape", [(1, 32767), (1, 32768), (3, 70000), (15, 33000), (16, 33000), (2, 100003)],
+@pytest.mark.parametrize("shape", [(1, 16384), (2, 16385), (1, 32768), (3, 70000), (15, 33000), (16, 33000),
+                                   (2, 100003), (1, 2048 * 256 + 77)],
                          ids=lambda s: "x".join(map(str, s)))
 def test_long_rows(shape, fn):
     """Long rows (more than 16384 columns) take the chunked two-pass kernel; fewer than 16 of them are split into

@@ -7,6 +7,8 @@
   of the finite ones.
 * Large finite magnitudes (+-1e30 in float32, +-1e300 in float64) are handled.
 """
+import warnings
+
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
@@ -214,3 +216,28 @@ def test_special_values_emit_no_warnings_with_out(dtype):
     softmax(x, out=out)
     assert_array_equal(np.isnan(out), [[True, True], [True, True], [True, True], [False, False]])
     log_softmax(x.astype(np.float16), axis=1)
+
+
+# Rows longer than 16384 elements are processed chunk by chunk (2048 elements): a chunk whose maximum is -inf
+# (only -inf and NaN in it) cannot be shifted by its own maximum and takes its own branch.
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("num_threads", [1, 2], ids=["1-thread", "2-threads"])
+def test_long_rows_with_whole_chunks_of_special_values(dtype, num_threads):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3, 40000)).astype(dtype)
+    x[0, :5000] = -np.inf          # whole chunks of -inf next to finite values: exactly 0 / -inf there
+    x[1, 10000:12100] = -np.inf
+    x[1, 11000] = np.nan           # a NaN inside a chunk of -inf: the whole row is NaN
+    x[2, :] = -np.inf              # a row of only -inf: NaN
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = softmax(x, num_threads=num_threads)
+        ly = log_softmax(x, num_threads=num_threads)
+    assert np.all(y[0, :5000] == 0) and np.all(ly[0, :5000] == -np.inf)
+    finite = x[0, 5000:].astype(np.float64)
+    e = np.exp(finite - finite.max())
+    assert_allclose(y[0, 5000:], e / e.sum(), rtol=4e-6 if dtype == np.float32 else 1e-13)
+    assert_allclose(ly[0, 5000:], (finite - finite.max()) - np.log(e.sum()),
+                    rtol=4e-6 if dtype == np.float32 else 1e-13, atol=1e-6 if dtype == np.float32 else 1e-13)
+    assert np.all(np.isnan(y[1])) and np.all(np.isnan(ly[1]))
+    assert np.all(np.isnan(y[2])) and np.all(np.isnan(ly[2]))
