@@ -102,7 +102,8 @@ cdef inline void forward_row(const floating* x, floating* out, Py_ssize_t n, bin
         forward_row_chunked(x, out, n, log_softmax)
         return
     cdef bint wide
-    cdef floating row_top = row_max(x, n, &wide)
+    # float64 rounds x - max once, as any float64 reference does (<= 5.7e-14 of the 1e-13 budget): no range test
+    cdef floating row_top = row_max(x, n, &wide, floating is float)
     cdef double total
     if log_softmax:
         total = exp_shifted_sum(x, out, n, row_top, False, wide)

@@ -61,11 +61,12 @@ cdef inline double fold_sum(const floating* acc) noexcept nogil:
     return total
 
 
-cdef inline floating row_max(const floating* x, Py_ssize_t n, bint* wide) noexcept nogil:
+cdef inline floating row_max(const floating* x, Py_ssize_t n, bint* wide, bint want_range) noexcept nogil:
     """Largest element of x[:n]; -inf for n == 0. NaN elements are skipped here: they reach the result through
     exp(NaN - max) = NaN in the sum, which makes the whole slice NaN as scipy and torch do.
-    *wide tells whether max - min >= EXACT_RANGE (then exp needs the exact x - max, see _simd_math.pxd); the min
-    rides along in the same pass for one extra vector op per load."""
+    With want_range, *wide tells whether max - min >= EXACT_RANGE (then exp needs the exact x - max, see
+    _simd_math.pxd); the min rides along in the same pass for one extra vector op per load (1-10% of a row's
+    time, measured). Without it, *wide is False."""
     cdef Py_ssize_t lanes = LANES_F32 if floating is float else LANES_F64
     cdef floating acc[LANES]
     cdef floating low[LANES]
@@ -74,17 +75,25 @@ cdef inline floating row_max(const floating* x, Py_ssize_t n, bint* wide) noexce
     for j in range(lanes):
         acc[j] = -INFINITY
         low[j] = INFINITY
-    for i in range(0, n_main // lanes):
-        for j in range(lanes):
-            acc[j] = x[i * lanes + j] if x[i * lanes + j] > acc[j] else acc[j]
-            low[j] = x[i * lanes + j] if x[i * lanes + j] < low[j] else low[j]
+    if want_range:
+        for i in range(0, n_main // lanes):
+            for j in range(lanes):
+                acc[j] = x[i * lanes + j] if x[i * lanes + j] > acc[j] else acc[j]
+                low[j] = x[i * lanes + j] if x[i * lanes + j] < low[j] else low[j]
+    else:
+        for i in range(0, n_main // lanes):
+            for j in range(lanes):
+                acc[j] = x[i * lanes + j] if x[i * lanes + j] > acc[j] else acc[j]
     best = fold_max(acc)
-    least = fold_min(low)
     for i in range(n_main, n):
         best = x[i] if x[i] > best else best
-        least = x[i] if x[i] < least else least
-    # NaN or infinite ranges compare False here: those slices come out NaN (or exact) either way.
-    wide[0] = not (best - least < EXACT_RANGE)
+    wide[0] = False
+    if want_range:
+        least = fold_min(low)
+        for i in range(n_main, n):
+            least = x[i] if x[i] < least else least
+        # NaN or infinite ranges compare False here: those slices come out NaN (or exact) either way.
+        wide[0] = not (best - least < EXACT_RANGE)
     return best
 
 
@@ -160,7 +169,7 @@ cdef inline double chunk_exp_sum(const floating* x, floating* out, Py_ssize_t n,
                                  floating* chunk_top) noexcept nogil:
     """Phase 1 on one chunk: *chunk_top = max, returns sum(exp(x - max)) (written to out too with store)."""
     cdef bint wide
-    cdef floating top = row_max(x, n, &wide)
+    cdef floating top = row_max(x, n, &wide, True)  # chunks round x - m_c and m_c - M: both need exactness
     cdef double total = 0.0
     cdef Py_ssize_t i
     chunk_top[0] = top

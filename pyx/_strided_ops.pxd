@@ -28,11 +28,16 @@ cdef inline void strided_forward_tile(const floating* x, floating* out, Py_ssize
         part[j] = INFINITY   # the column minima, for the exactness test (see row_max in _row_ops.pxd)
     for k in range(K):
         xr = x + k * xs
+        if floating is float:
+            for j in range(w):
+                col_max[j] = xr[j] if xr[j] > col_max[j] else col_max[j]
+                part[j] = xr[j] if xr[j] < part[j] else part[j]
+        else:
+            for j in range(w):
+                col_max[j] = xr[j] if xr[j] > col_max[j] else col_max[j]
+    if floating is float:  # float64 rounds x - max once, like any float64 reference: no range test needed
         for j in range(w):
-            col_max[j] = xr[j] if xr[j] > col_max[j] else col_max[j]
-            part[j] = xr[j] if xr[j] < part[j] else part[j]
-    for j in range(w):
-        exact = exact or not (col_max[j] - part[j] < EXACT_RANGE)
+            exact = exact or not (col_max[j] - part[j] < EXACT_RANGE)
     for blk in range((K + K_BLOCK - 1) // K_BLOCK):
         k0 = blk * K_BLOCK
         k1 = min(k0 + K_BLOCK, K)
