@@ -137,26 +137,38 @@ cdef inline double lane_sum(const floating* v, floating* out, Py_ssize_t n) noex
     return total
 
 
+cdef inline double exp_shifted_sum_buffered(const floating* x, floating* out, Py_ssize_t n, floating shift,
+                                           bint store, bint exact) noexcept nogil:
+    """exp_shifted_sum through an L1 stack buffer: for log_softmax (nothing stored) and in place (out == x),
+    because gcc's vectorized loop needs non-overlapping pointers (its runtime alias check would send an in-place
+    row down the scalar path)."""
+    cdef floating buf[SUM_BLOCK]
+    cdef double total = 0.0
+    cdef Py_ssize_t blk, start, length
+    for blk in range((n + SUM_BLOCK - 1) // SUM_BLOCK):
+        start = blk * SUM_BLOCK
+        length = min(SUM_BLOCK, n - start)
+        exp_shifted_block(x + start, buf, length, shift, exact)
+        total += lane_sum(buf, out + start if store else NULL, length)
+    return total
+
+
 cdef inline double exp_shifted_sum(const floating* x, floating* out, Py_ssize_t n, floating shift,
                                    bint store, bint exact) noexcept nogil:
     """Sum of exp(x[i] - shift) (every x[i] - shift <= 0 or NaN), in SUM_BLOCK pieces whose lane-wise sums are
     flushed into a double (so 200 000-element float32 rows stay accurate). With store, exp(x[i] - shift) is also
-    written to out[i]. exact: carry x - shift's rounding error (see row_max). exp goes straight to out when out is a different buffer; in place (out == x) and for
-    log_softmax it goes to an L1 stack buffer first, because gcc's vectorized loop needs non-overlapping
-    pointers (its runtime alias check would send an in-place row down the scalar path)."""
-    cdef floating buf[SUM_BLOCK]
+    written to out[i]. exact: carry x - shift's rounding error (see row_max). The common case (softmax into
+    another buffer) writes exp straight to out and stays small enough for gcc to inline (5-10% on short rows,
+    measured); the other cases go through exp_shifted_sum_buffered."""
     cdef double total = 0.0
     cdef Py_ssize_t blk, start, length
-    cdef bint direct = store and <const floating*>out != x
+    if not store or <const floating*>out == x:
+        return exp_shifted_sum_buffered(x, out, n, shift, store, exact)
     for blk in range((n + SUM_BLOCK - 1) // SUM_BLOCK):
         start = blk * SUM_BLOCK
         length = min(SUM_BLOCK, n - start)
-        if direct:
-            exp_shifted_block(x + start, out + start, length, shift, exact)
-            total += lane_sum(out + start, NULL, length)
-        else:
-            exp_shifted_block(x + start, buf, length, shift, exact)
-            total += lane_sum(buf, out + start if store else NULL, length)
+        exp_shifted_block(x + start, out + start, length, shift, exact)
+        total += lane_sum(out + start, NULL, length)
     return total
 
 
