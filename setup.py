@@ -72,8 +72,9 @@ def openmp_flags():
 
 OPENMP = openmp_flags()
 if OPENMP is None:
-    warnings.warn("fastsoftmax: the C compiler has no usable OpenMP; building serial kernels "
-                  "(every call will run on one thread).")
+    why = ("FASTSOFTMAX_NO_OPENMP is set" if os.environ.get("FASTSOFTMAX_NO_OPENMP")
+           else "the C compiler has no usable OpenMP")
+    warnings.warn(f"fastsoftmax: {why}; building serial kernels (every call will run on one thread).")
     OMP_CFLAGS, OMP_LDFLAGS = [], []
 else:
     OMP_CFLAGS, OMP_LDFLAGS = OPENMP

@@ -43,12 +43,12 @@ def show_config():
       SIMD:       avx2 (available: baseline, avx2; built: baseline, avx2, avx512)
     """
     c = get_config()
-    omp = (f"yes ({c['openmp_version']}), {c['threads']} threads by default" if c["openmp"]
-           else "no (built without OpenMP: serial kernels)")
+    omp = (f"yes ({c['openmp_version']}), {c['threads']} threads by default; parallel from "
+           f"{c['parallel_min_elements']} elements" if c["openmp"] else "no (built without OpenMP: serial kernels)")
     forced = f"; forced by {_dispatch.ENV_VAR}={c['simd_env']}" if c["simd_env"] else ""
     print(f"fastsoftmax {c['version']}")
     print(f"  python:     {c['python']}, numpy {c['numpy']}, {c['platform']}")
     print(f"  compiler:   {c['compiler']}")
-    print(f"  OpenMP:     {omp}; parallel from {c['parallel_min_elements']} elements")
+    print(f"  OpenMP:     {omp}")
     print(f"  SIMD:       {c['simd_level']} (available: {', '.join(c['simd_available'])}; "
           f"built: {', '.join(c['simd_built'])}{forced})")
