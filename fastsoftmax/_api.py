@@ -11,6 +11,7 @@ Anything else (non-adjacent axes, Fortran order, odd strides) is copied once to 
 import operator
 
 import numpy as np
+from numpy.exceptions import AxisError
 from numpy.lib.array_utils import normalize_axis_index
 
 from . import _dispatch, _threads
@@ -21,10 +22,6 @@ _k.set_serial_limit(_threads.PARALLEL_MIN_ELEMENTS)
 _F16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
-# A non-last axis whose contiguous inner block is narrower than this is cheaper to move to the end with one
-# copy than to walk column by column (too few columns to fill a vector register). The kernels' layout check
-# uses the same number (MIN_STRIDED_INNER in pyx/_kernels.pxi).
-_MIN_STRIDED_INNER = 8
 
 
 def _use_level(level):
@@ -58,9 +55,9 @@ def _dtypes(dt, requested, name):
             req = np.dtype(requested)
         except TypeError as exc:
             raise TypeError(f"dtype={requested!r} is not a NumPy dtype") from exc
-        if req not in (_F32, _F64):
+        if req.kind != "f" or req.newbyteorder("=") not in (_F32, _F64):
             raise TypeError(f"dtype must be float32 or float64, got {req}")
-        req = req.newbyteorder("=")
+        req = req.newbyteorder("=")  # results are native; '>f8' asks for float64
         return req, req
     if kind == "f":
         if dt.itemsize == 2:
@@ -89,7 +86,13 @@ def _axes(axis, ndim):
     if axis is None:
         return tuple(range(ndim))
     items = axis if isinstance(axis, tuple) else (axis,)
-    axes = [normalize_axis_index(_axis_index(a, axis), max(ndim, 1)) for a in items]
+    indices = [_axis_index(a, axis) for a in items]
+    if ndim == 0:
+        bad = [a for a in indices if a not in (0, -1)]
+        if bad:
+            raise AxisError(f"axis {bad[0]} is out of bounds for a 0-dimensional array (one element: axis -1, 0 "
+                            f"or None)")
+    axes = [normalize_axis_index(a, max(ndim, 1)) for a in indices]
     if len(set(axes)) != len(axes):
         raise ValueError(f"repeated axis in axis={axis!r}")
     if ndim == 0:
@@ -112,108 +115,35 @@ def _check_out(out, shape, dtype):
 
 
 def _prepare(arr, comp):
-    """arr in the computation dtype, native byte order and aligned (a copy only when needed)."""
+    """arr in the computation dtype, native byte order and aligned (a copy only when needed). A forced narrower
+    dtype rounds out-of-range values to +-inf, as a cast does, without a warning."""
     if arr.dtype != comp or not arr.flags.aligned:
-        return arr.astype(comp)
+        with np.errstate(over="ignore"):
+            return arr.astype(comp)
     return arr
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Layout: reduce (array, axes) to the kernels' (outer, K, inner) form
+# The copying path
 # ---------------------------------------------------------------------------------------------------------
 
-def _plan(shape, axes):
-    """(outer, K, inner, permutation or None). A permutation means the axes are moved to the end first."""
-    ndim = len(shape)
-    if not axes:
-        size = 1
-        for s in shape:
-            size *= s
-        return size, 1, 1, None
-    first, last = axes[0], axes[-1]
-    if last - first + 1 != len(axes):
-        rest = [a for a in range(ndim) if a not in axes]
-        return None, None, None, tuple(rest) + axes
-    outer = K = inner = 1
-    for d in range(first):
-        outer *= shape[d]
-    for d in range(first, last + 1):
-        K *= shape[d]
-    for d in range(last + 1, ndim):
-        inner *= shape[d]
-    if 1 < inner < _MIN_STRIDED_INNER:
-        rest = [a for a in range(ndim) if a not in axes]
-        return None, None, None, tuple(rest) + axes
-    return outer, K, inner, None
+def _run_copying(inputs, comp, axes, target, kernel_call):
+    """For what the kernels' direct layout check refused (non-adjacent axes, a narrow inner block, strides that
+    need a copy, another result dtype, an out= that overlaps an input or is misaligned): move the reduced axes to
+    the end in one C-ordered copy per input, which the kernels always accept, compute into a scratch buffer and
+    copy the result back into `target`."""
+    ndim = inputs[0].ndim
+    rest = tuple(a for a in range(ndim) if a not in axes)
+    perm = rest + tuple(axes)
+    moved = [np.ascontiguousarray(np.transpose(a, perm)) for a in inputs]
+    scratch = np.empty(moved[0].shape, comp)
+    if not kernel_call(moved, scratch, len(rest), ndim - 1):  # pragma: no cover - C-ordered always fits
+        raise AssertionError("fastsoftmax: the kernels refused a C-ordered buffer")
+    return _copy_into(target, np.transpose(scratch, np.argsort(perm)))
 
 
-def _view3(a, outer, K, inner):
-    """A no-copy (outer, K, inner) view of `a` with a contiguous inner axis, as (view, element strides), or None."""
-    try:
-        v = np.reshape(a, (outer, K, inner), copy=False)
-    except ValueError:
-        return None
-    item = v.itemsize
-    so, sk, si = v.strides
-    if inner > 1 and si != item:
-        return None
-    if so % item or sk % item:
-        return None
-    if inner == 1 and K > 1 and sk != item:
-        return None
-    return v, so // item, sk // item
-
-
-def _contiguous_view3(a, outer, K, inner):
-    view = _view3(a, outer, K, inner)
-    if view is None:
-        view = _view3(np.ascontiguousarray(a), outer, K, inner)
-    return view
-
-
-def _writes_through(target, outer, K, inner, comp, inputs):
-    """A view of `target` the kernel may write directly, or None when a scratch buffer is needed (other dtype,
-    unusable strides, or partial overlap with an input; an exact alias, i.e. in-place, is fine)."""
-    if target.dtype != comp:
-        return None
-    view = _view3(target, outer, K, inner)
-    if view is None:
-        return None
-    for v in inputs:
-        if np.may_share_memory(v[0], view[0]):
-            if not (v[0].__array_interface__["data"][0] == view[0].__array_interface__["data"][0]
-                    and v[1:] == view[1:]):
-                return None
-    return view
-
-
-def _run(inputs_nd, comp, shape, axes, target, kernel_call):
-    """The copying path shared by forward and backward, for what the kernels' direct layout check refused:
-    lay out the inputs (copying when needed), call the kernel, and copy back when it could not write `target`
-    (another dtype, unusable strides, partial overlap with an input)."""
-    if target.size == 0:
-        return target
-    outer, K, inner, perm = _plan(shape, axes)
-    if perm is not None:
-        # Move the reduced axes to the end (one copy per input), compute rows, move them back.
-        moved = [np.ascontiguousarray(np.transpose(a, perm)) for a in inputs_nd]
-        K = 1
-        for a in axes:
-            K *= shape[a]
-        outer, inner = moved[0].size // K, 1
-        views = [_view3(a, outer, K, 1) for a in moved]
-        scratch = np.empty(moved[0].shape, comp)
-        dst = _view3(scratch, outer, K, 1)
-        kernel_call(views, dst, outer, K, inner)
-        return _copy_into(target, np.transpose(scratch, np.argsort(perm)))
-    views = [_contiguous_view3(a, outer, K, inner) for a in inputs_nd]
-    dst = _writes_through(target, outer, K, inner, comp, views)
-    if dst is not None:
-        kernel_call(views, dst, outer, K, inner)
-        return target
-    scratch = np.empty((outer, K, inner), comp)
-    kernel_call(views, (scratch, K * inner, inner), outer, K, inner)
-    return _copy_into(target, scratch.reshape(shape))
+def _adjacent(axes):
+    return bool(axes) and axes[-1] - axes[0] + 1 == len(axes)
 
 
 def _forward(x, axis, out, dtype, num_threads, log_softmax):
@@ -228,16 +158,12 @@ def _forward(x, axis, out, dtype, num_threads, log_softmax):
     n_threads = _threads.resolve(num_threads, arr.size)
     arr = _prepare(arr, comp)
     target = out if out is not None else np.empty(arr.shape, res)
-    if (target.size and res == comp and axes and axes[-1] - axes[0] + 1 == len(axes)
-            and _k.forward_axes(arr, target, axes[0], axes[-1], log_softmax, n_threads)):
+    if target.size == 0:
         return target
-
-    def call(views, dst, outer, K, inner):
-        (xv, x_so, x_sk), = views
-        ov, o_so, o_sk = dst
-        _k.forward(xv, ov, outer, K, inner, x_so, x_sk, o_so, o_sk, log_softmax, n_threads)
-
-    return _run([arr], comp, arr.shape, axes, target, call)
+    if res == comp and _adjacent(axes) and _k.forward_axes(arr, target, axes[0], axes[-1], log_softmax, n_threads):
+        return target
+    return _run_copying([arr], comp, axes, target, lambda xs, dst, first, last: _k.forward_axes(
+        xs[0], dst, first, last, log_softmax, n_threads))
 
 
 def _copy_into(out, value):
@@ -264,16 +190,13 @@ def _backward(grad_output, output, axis, out, num_threads, log_softmax):
     g = _prepare(g, comp)
     y = _prepare(y, comp)
     target = out if out is not None else np.empty(g.shape, res)
-    if (target.size and res == comp and axes and axes[-1] - axes[0] + 1 == len(axes)
-            and _k.backward_axes(g, y, target, axes[0], axes[-1], log_softmax, n_threads)):
+    if target.size == 0:
         return target
-
-    def call(views, dst, outer, K, inner):
-        (gv, g_so, g_sk), (yv, y_so, y_sk) = views
-        ov, o_so, o_sk = dst
-        _k.backward(gv, yv, ov, outer, K, inner, g_so, g_sk, y_so, y_sk, o_so, o_sk, log_softmax, n_threads)
-
-    return _run([g, y], comp, g.shape, axes, target, call)
+    if res == comp and _adjacent(axes) and _k.backward_axes(g, y, target, axes[0], axes[-1], log_softmax,
+                                                             n_threads):
+        return target
+    return _run_copying([g, y], comp, axes, target, lambda gy, dst, first, last: _k.backward_axes(
+        gy[0], gy[1], dst, first, last, log_softmax, n_threads))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -523,11 +446,10 @@ def softmax_jacobian(output, axis=-1):
     axes = _axes(axis, y.ndim)
     rest = [a for a in range(y.ndim) if a not in axes]
     y = np.transpose(y.astype(comp, copy=False), rest + list(axes))
-    n = 1
-    for a in axes:
-        n *= y.shape[y.ndim - len(axes) + axes.index(a)]
+    n = int(np.prod(y.shape[len(rest):], dtype=np.int64))
     y = y.reshape(y.shape[:len(rest)] + (n,))
-    jac = -y[..., :, None] * y[..., None, :]
-    idx = np.arange(n)
-    jac[..., idx, idx] += y
+    with np.errstate(over="ignore", invalid="ignore"):  # non-probability inputs give inf/nan, as the formula does
+        jac = -y[..., :, None] * y[..., None, :]
+        idx = np.arange(n)
+        jac[..., idx, idx] += y
     return jac.astype(res, copy=False)

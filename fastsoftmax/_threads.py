@@ -10,8 +10,9 @@ from . import _dispatch
 # than it saves (see benchmarks/RESULTS.md, "Parallel break-even").
 PARALLEL_MIN_ELEMENTS = 16384
 
-# A thread count above this is refused: OpenMP would try to start that many threads.
-MAX_THREADS = 1 << 16
+# A thread count above this is refused: OpenMP would try to start that many threads, and libgomp aborts the
+# process when the system refuses them (seen with 40 000).
+MAX_THREADS = 1024
 
 _default = None  # set by set_num_threads; None means "OpenMP's default"
 # omp_get_max_threads() of a thread nobody has limited (OMP_NUM_THREADS, else the CPU count). A thread whose

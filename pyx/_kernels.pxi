@@ -7,8 +7,8 @@
 #   inner  > 1  -> strided kernels: slabs of K rows x inner columns, each column one slice.
 cimport numpy as cnp
 from cython cimport floating
-from cython.parallel cimport parallel, prange
-from libc.math cimport INFINITY, log
+from cython.parallel cimport prange
+from libc.math cimport log
 from libc.stdlib cimport free, malloc
 
 from _openmp_helpers cimport FSM_OPENMP_VERSION, omp_get_max_threads
@@ -26,6 +26,8 @@ cdef extern from *:
     #elif defined(__GNUC__)
     #define FSM_COMPILER "gcc " __VERSION__
     #elif defined(_MSC_VER)
+    #define FSM_STR2(v) #v
+    #define FSM_STR(v) FSM_STR2(v)
     #define FSM_COMPILER "msvc " FSM_STR(_MSC_VER)
     #else
     #define FSM_COMPILER "unknown"
@@ -145,19 +147,20 @@ cdef int forward_split_rows(const floating* x, floating* out, Py_ssize_t n_rows,
         return -1
     if n_threads > n_items:
         n_threads = <int>n_items
-    with parallel(num_threads=n_threads):
-        for it in prange(n_items, schedule='static'):
-            r = it // per_row
-            start = (it % per_row) * length
-            sums[it] = chunk_exp_sum(x + r * x_rs + start, out + r * o_rs + start, min(length, n_cols - start),
-                                     not log_softmax, &tops[it])
-        for r in prange(n_rows, schedule='static'):
-            row_sums[r] = chunks_combine(tops + r * per_row, sums + r * per_row, per_row, &row_tops[r])
-        for it in prange(n_items, schedule='static'):
-            r = it // per_row
-            start = (it % per_row) * length
-            chunk_finish(x + r * x_rs + start, out + r * o_rs + start, min(length, n_cols - start), tops[it],
-                         row_tops[r], row_sums[r], log_softmax)
+    # Three parallel regions, not three loops in one: each phase reads what every thread wrote in the previous
+    # one, and the end of a region is a guaranteed barrier (Cython emits its loops in a region as `omp for nowait`).
+    for it in prange(n_items, schedule='static', num_threads=n_threads):
+        r = it // per_row
+        start = (it % per_row) * length
+        sums[it] = chunk_exp_sum(x + r * x_rs + start, out + r * o_rs + start, min(length, n_cols - start),
+                                 not log_softmax, &tops[it])
+    for r in prange(n_rows, schedule='static', num_threads=min(n_threads, n_rows)):
+        row_sums[r] = chunks_combine(tops + r * per_row, sums + r * per_row, per_row, &row_tops[r])
+    for it in prange(n_items, schedule='static', num_threads=n_threads):
+        r = it // per_row
+        start = (it % per_row) * length
+        chunk_finish(x + r * x_rs + start, out + r * o_rs + start, min(length, n_cols - start), tops[it],
+                     row_tops[r], row_sums[r], log_softmax)
     free(tops)
     free(sums)
     free(row_tops)
@@ -167,8 +170,9 @@ cdef int forward_split_rows(const floating* x, floating* out, Py_ssize_t n_rows,
 
 cdef Py_ssize_t tile_width(Py_ssize_t outer, Py_ssize_t K, Py_ssize_t inner, Py_ssize_t itemsize,
                            int n_threads) noexcept nogil:
-    """Columns per strided tile: as wide as TILE_MAX allows while K rows of a tile (in and out) fit TILE_BYTES,
-    then narrower until there are a few tiles per thread. The tiling never changes the arithmetic of a column."""
+    """Columns per strided tile (a power of two): as wide as TILE_MAX allows while K rows of a tile (in and out)
+    fit TILE_BYTES, then narrower until there are a few tiles per thread. The tiling never changes the
+    arithmetic of a column (exactness is decided per fixed group of GROUP columns, see _strided_ops.pxd)."""
     cdef Py_ssize_t tile = TILE_MAX
     while tile > TILE_MIN and 2 * K * tile * itemsize > TILE_BYTES:
         tile //= 2
@@ -328,6 +332,8 @@ cdef bint layout_of(cnp.ndarray a, int first, int last, Layout* lay) noexcept:
 
 cdef bint writable_alongside(Layout* dst, cnp.ndarray out, Layout* src, cnp.ndarray x) noexcept:
     """out may be written while x is read: disjoint memory, or exactly the same elements (in place)."""
+    if not cnp.PyArray_ISALIGNED(out):   # a misaligned float pointer is undefined behaviour in C: copy instead
+        return False
     if dst.hi <= src.lo or src.hi <= dst.lo:
         return True
     return (cnp.PyArray_DATA(out) == cnp.PyArray_DATA(x) and dst.so == src.so and dst.sk == src.sk

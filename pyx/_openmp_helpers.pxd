@@ -8,9 +8,7 @@ cdef extern from *:
     #else
     #define FSM_OPENMP_VERSION 0
     static int omp_get_max_threads(void) { return 1; }
-    static void omp_set_num_threads(int n) { (void)n; }
     #endif
     """
     const int FSM_OPENMP_VERSION  # yyyymm of the OpenMP spec the compiler implements; 0 without OpenMP
     int omp_get_max_threads() noexcept nogil
-    void omp_set_num_threads(int n) noexcept nogil

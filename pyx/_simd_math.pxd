@@ -155,11 +155,12 @@ cdef inline float exp_shifted_f32(float x, float shift) noexcept nogil:
     return <float>0.0 if d < <float>-87.3365447505531 else q * s + s
 
 
-# float64 keeps subnormal results exact (scipy's expectations include exact underflow): 2**n is built as
-# 2**(n+54) (always normal) times 2**-54, which is exact down to 2**-1074, so s + s*q still rounds once.
+# float64 keeps subnormal results (scipy's expectations include exact underflow): the result is computed as
+# (S + S*q) * 2**-54 with S = 2**(n+54), always normal, so only the last multiplication meets the subnormal
+# range and results there are within one subnormal ulp; below half the smallest subnormal they are exactly 0.
 cdef inline double exp_nonpos_f64(double x) noexcept nogil:
     cdef double t = x * 1.4426950408889634074 + 6755399441056821.0   # 1.5 * 2**52 + 1023 + 54
-    cdef double s = f64_from_bits(f64_bits(t) << 52) * 5.5511151231257827e-17   # * 2**-54
+    cdef double s = f64_from_bits(f64_bits(t) << 52)                   # 2**(n + 54)
     cdef double nf = t - 6755399441056821.0
     cdef double r = x - nf * 6.93147180369123816490e-01
     r = r - nf * 1.90821492927058770002e-10
@@ -175,7 +176,7 @@ cdef inline double exp_nonpos_f64(double x) noexcept nogil:
     g = g * r + 0.16666666666666669
     g = g * r + 0.5000000000000001
     cdef double q = r2 * g + r
-    return 0.0 if x < -745.13321910194122 else q * s + s   # ln(2**-1075)
+    return 0.0 if x < -745.13321910194122 else (q * s + s) * 5.5511151231257827e-17   # ln(2**-1075); 2**-54
 
 
 # exp(x - shift) for float64 with the exact difference (TwoSum, as exp_shifted_f32). Rounding x - max would cost up
@@ -185,7 +186,7 @@ cdef inline double exp_shifted_f64(double x, double shift) noexcept nogil:
     cdef double bv = d - x
     cdef double err = (x - (d - bv)) + (-shift - bv)
     cdef double t = d * 1.4426950408889634074 + 6755399441056821.0
-    cdef double s = f64_from_bits(f64_bits(t) << 52) * 5.5511151231257827e-17
+    cdef double s = f64_from_bits(f64_bits(t) << 52)
     cdef double nf = t - 6755399441056821.0
     cdef double r = d - nf * 6.93147180369123816490e-01
     r = (r + err) - nf * 1.90821492927058770002e-10
@@ -201,7 +202,7 @@ cdef inline double exp_shifted_f64(double x, double shift) noexcept nogil:
     g = g * r + 0.16666666666666669
     g = g * r + 0.5000000000000001
     cdef double q = r2 * g + r
-    return 0.0 if d < -745.13321910194122 else q * s + s
+    return 0.0 if d < -745.13321910194122 else (q * s + s) * 5.5511151231257827e-17
 
 
 cdef inline floating exp_shifted_(floating x, floating shift, bint exact) noexcept nogil:

@@ -8,62 +8,83 @@ from _simd_math cimport exp_, exp_shifted_, EXACT_RANGE
 
 cdef enum:
     TILE_MAX = 512   # columns per tile at most: 3 per-column arrays of 512 doubles = 12 KiB of stack
+    # The float32 exactness test (see row_max in _row_ops.pxd) is decided per group of GROUP columns. Tiles start
+    # at multiples of their width (a power of two >= GROUP), so the groups sit at fixed column positions and a
+    # column's arithmetic never depends on the tiling, and so not on the thread count either.
+    GROUP = 16
     K_BLOCK = 64     # float partial sums are flushed into double sums every K_BLOCK rows (accuracy for long K)
+
+
+cdef inline void exp_tile_rows(const floating* xr, floating* orow, const floating* col_max, floating* part,
+                               Py_ssize_t j0, Py_ssize_t j1, bint log_softmax, bint exact) noexcept nogil:
+    """One row k of a tile, columns j0..j1: part[j] += exp(x - col_max[j]), also stored for softmax."""
+    cdef Py_ssize_t j
+    cdef floating e
+    if log_softmax:
+        if exact:
+            for j in range(j0, j1):
+                part[j] += exp_shifted_(xr[j], col_max[j], True)
+        else:
+            for j in range(j0, j1):
+                part[j] += exp_shifted_(xr[j], col_max[j], False)
+    elif exact:
+        for j in range(j0, j1):
+            e = exp_shifted_(xr[j], col_max[j], True)
+            orow[j] = e
+            part[j] += e
+    else:
+        for j in range(j0, j1):
+            e = exp_shifted_(xr[j], col_max[j], False)
+            orow[j] = e
+            part[j] += e
 
 
 cdef inline void strided_forward_tile(const floating* x, floating* out, Py_ssize_t K, Py_ssize_t w,
                                       Py_ssize_t xs, Py_ssize_t os, bint log_softmax) noexcept nogil:
     """softmax (or log_softmax) over k of x[k * xs + j], for every column j < w <= TILE_MAX."""
     cdef floating col_max[TILE_MAX]
+    cdef floating col_min[TILE_MAX]
     cdef floating part[TILE_MAX]
     cdef double col_sum[TILE_MAX]
-    cdef Py_ssize_t k, j, blk, k0, k1
+    cdef Py_ssize_t k, j, g, j0, j1, blk, k0, k1
     cdef const floating* xr
     cdef floating* orow
-    cdef floating e
-    cdef bint exact = False
+    cdef bint exact = False, group_exact
     for j in range(w):
         col_max[j] = -INFINITY
+        col_min[j] = INFINITY   # for float32's exactness test (see row_max in _row_ops.pxd)
         col_sum[j] = 0.0
-        part[j] = INFINITY   # the column minima, for the exactness test (see row_max in _row_ops.pxd)
     for k in range(K):
         xr = x + k * xs
         if floating is float:
             for j in range(w):
                 col_max[j] = xr[j] if xr[j] > col_max[j] else col_max[j]
-                part[j] = xr[j] if xr[j] < part[j] else part[j]
+                col_min[j] = xr[j] if xr[j] < col_min[j] else col_min[j]
         else:
             for j in range(w):
                 col_max[j] = xr[j] if xr[j] > col_max[j] else col_max[j]
     if floating is float:  # float64 rounds x - max once, like any float64 reference: no range test needed
         for j in range(w):
-            exact = exact or not (col_max[j] - part[j] < EXACT_RANGE)
+            exact = exact or not (col_max[j] - col_min[j] < EXACT_RANGE)
     for blk in range((K + K_BLOCK - 1) // K_BLOCK):
         k0 = blk * K_BLOCK
         k1 = min(k0 + K_BLOCK, K)
-        for j in range(w):
-            part[j] = 0
-        for k in range(k0, k1):
-            xr = x + k * xs
-            if log_softmax:
-                if exact:
-                    for j in range(w):
-                        part[j] += exp_shifted_(xr[j], col_max[j], True)
-                else:
-                    for j in range(w):
-                        part[j] += exp_shifted_(xr[j], col_max[j], False)
-            else:
-                orow = out + k * os
-                if exact:
-                    for j in range(w):
-                        e = exp_shifted_(xr[j], col_max[j], True)
-                        orow[j] = e
-                        part[j] += e
-                else:
-                    for j in range(w):
-                        e = exp_shifted_(xr[j], col_max[j], False)
-                        orow[j] = e
-                        part[j] += e
+        if not exact:   # the common case: no wide column in the tile, one fast loop over all its columns
+            for j in range(w):
+                part[j] = 0
+            for k in range(k0, k1):
+                exp_tile_rows(x + k * xs, out + k * os, col_max, part, 0, w, log_softmax, False)
+        else:
+            for j in range(w):
+                part[j] = 0
+            for g in range((w + GROUP - 1) // GROUP):
+                j0 = g * GROUP
+                j1 = min(j0 + GROUP, w)
+                group_exact = False
+                for j in range(j0, j1):
+                    group_exact = group_exact or not (col_max[j] - col_min[j] < EXACT_RANGE)
+                for k in range(k0, k1):
+                    exp_tile_rows(x + k * xs, out + k * os, col_max, part, j0, j1, log_softmax, group_exact)
         for j in range(w):
             col_sum[j] += part[j]
     if log_softmax:
