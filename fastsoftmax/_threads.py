@@ -4,11 +4,10 @@ import operator
 from . import _dispatch
 
 # Arrays with fewer elements than this run on one thread whatever the settings: below it, waking a second
-# thread costs more than it saves. Measured on 2 cores (AMD EPYC, AVX2), float32 softmax, rows of 1000 and of
-# 128: 2 threads were 1.06x faster than 1 at 8 000 elements and 1.2-1.3x from 16 000 on, so the break-even is
-# near 8 000; the limit sits at twice that, because a second thread that is busy elsewhere costs far more
-# than it saves (see benchmarks/RESULTS.md, "Parallel break-even").
-PARALLEL_MIN_ELEMENTS = 16384
+# thread costs more than it saves. Measured on 2 cores (AMD EPYC, AVX2), float32 softmax, quiet machine:
+# 2 threads were 1.14x (rows of 1000) and 1.44x (rows of 128) faster than 1 at 8 000 elements, 1.4-1.7x at
+# 16 000 (benchmarks/RESULTS.md, "Parallel break-even"); the break-even lies below 8 000.
+PARALLEL_MIN_ELEMENTS = 8192
 
 # A thread count above this is refused: OpenMP would try to start that many threads, and libgomp aborts the
 # process when the system refuses them (seen with 40 000).
