@@ -173,6 +173,12 @@ def _copy_into(out, value):
 
 
 def _backward(grad_output, output, axis, out, num_threads, log_softmax):
+    if out is None:  # the per-call fast path for small plain arrays (see lastaxis_small_backward)
+        if num_threads is not None:
+            _threads.check_count(num_threads, "num_threads")
+        result = _k.lastaxis_small_backward(grad_output, output, axis, log_softmax)
+        if result is not None:
+            return result
     g = _as_array(grad_output, "grad_output")
     y = _as_array(output, "output")
     if g.shape != y.shape:
@@ -352,12 +358,6 @@ def softmax_backward(grad_output, output, axis=-1, *, out=None, num_threads=None
     >>> softmax_backward(np.array([1.0, 0.0]), y)
     array([ 0.25, -0.25])
     """
-    if out is None:
-        if num_threads is not None:
-            _threads.check_count(num_threads, "num_threads")
-        result = _k.lastaxis_small_backward(grad_output, output, axis, False)
-        if result is not None:
-            return result
     return _backward(grad_output, output, axis, out, num_threads, False)
 
 
@@ -399,12 +399,6 @@ def log_softmax_backward(grad_output, output, axis=-1, *, out=None, num_threads=
     >>> log_softmax_backward(np.array([1.0, 0.0]), y)
     array([ 0.5, -0.5])
     """
-    if out is None:
-        if num_threads is not None:
-            _threads.check_count(num_threads, "num_threads")
-        result = _k.lastaxis_small_backward(grad_output, output, axis, True)
-        if result is not None:
-            return result
     return _backward(grad_output, output, axis, out, num_threads, True)
 
 

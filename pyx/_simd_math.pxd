@@ -37,6 +37,31 @@ cdef enum:
     SUM_BLOCK = 1024
 
 
+# expm1(r) on the reduced range |r| <= ln2/2 as r + r^2 g(r), g a Chebyshev fit (mpmath) of (expm1(r) - r) / r^2:
+# degree 4 for float32 (exp within 1.003 ulp over [-104, 0], emulated), degree 9 for float64 (0.79 ulp).
+cdef inline float expm1_reduced_f32(float r) noexcept nogil:
+    cdef float g = <float>1.392617589e-03
+    g = g * r + <float>8.363173343e-03
+    g = g * r + <float>4.166655615e-02
+    g = g * r + <float>1.666657776e-01
+    g = g * r + <float>0.5
+    return (r * r) * g + r
+
+
+cdef inline double expm1_reduced_f64(double r) noexcept nogil:
+    cdef double g = 2.5100375832561234e-08
+    g = g * r + 2.7620075879983367e-07
+    g = g * r + 2.7557268480310024e-06
+    g = g * r + 2.4801521322368692e-05
+    g = g * r + 0.00019841269863040545
+    g = g * r + 0.0013888888917196719
+    g = g * r + 0.008333333333330065
+    g = g * r + 0.041666666666624164
+    g = g * r + 0.16666666666666669
+    g = g * r + 0.5000000000000001
+    return (r * r) * g + r
+
+
 # exp(x) for float32, within ~1 ulp (1.003 ulp max over [-104, 0] against float64, emulated in NumPy float32
 # arithmetic without FMA contraction). exp(-inf) = 0 exactly, exp(NaN) = NaN, results in the subnormal range are correctly scaled and
 # everything below half the smallest subnormal is exactly 0; above ~88.72 the result is +inf.
@@ -53,13 +78,7 @@ cdef inline float exp_f32(float x) noexcept nogil:
     # Cody-Waite reduction: ln2 split into a part with trailing zero bits (exact product) and the rest.
     cdef float r = x - nf * <float>0.693145751953125
     r = r - nf * <float>1.428606765330187045e-06
-    # exp(r) = 1 + r + r^2 g(r) on |r| <= ln2/2, g a degree-4 Chebyshev fit (mpmath) of (expm1(r) - r) / r^2.
-    cdef float g = <float>1.392617589e-03
-    g = g * r + <float>8.363173343e-03
-    g = g * r + <float>4.166655615e-02
-    g = g * r + <float>1.666657776e-01
-    g = g * r + <float>0.5
-    cdef float p = <float>1.0 + (r + (r * r) * g)
+    cdef float p = <float>1.0 + expm1_reduced_f32(r)
     # 2**n as two normal factors: keeps every intermediate normal so results in the subnormal range are
     # rounded once, correctly, and -104 * log2(e) = -150 still has both halves representable.
     cdef int32_t n1 = n >> 1
@@ -80,17 +99,7 @@ cdef inline double exp_f64(double x) noexcept nogil:
     cdef double nf = t - 6755399441055744.0
     cdef double r = x - nf * 6.93147180369123816490e-01   # ln2 high part: 32 significant bits, exact product
     r = r - nf * 1.90821492927058770002e-10
-    cdef double g = 2.5100375832561234e-08
-    g = g * r + 2.7620075879983367e-07
-    g = g * r + 2.7557268480310024e-06
-    g = g * r + 2.4801521322368692e-05
-    g = g * r + 0.00019841269863040545
-    g = g * r + 0.0013888888917196719
-    g = g * r + 0.008333333333330065
-    g = g * r + 0.041666666666624164
-    g = g * r + 0.16666666666666669
-    g = g * r + 0.5000000000000001
-    cdef double p = 1.0 + (r + (r * r) * g)
+    cdef double p = 1.0 + expm1_reduced_f64(r)
     cdef int64_t n1 = n >> 1
     cdef int64_t n2 = n - n1
     cdef double s1 = f64_from_bits(<uint64_t>(n1 + 1023) << 52)
@@ -105,104 +114,56 @@ cdef inline floating exp_(floating x) noexcept nogil:
         return exp_f64(x)
 
 
-# exp(x) for x <= 0 or NaN: what softmax needs, since x - max(x) is never positive. Cheaper than exp_ because
-# nothing can overflow: the exponent bias is folded into the magic constant, so 2**n comes from one shift, and
-# the result is s + s*q with one fused rounding (q = expm1(r) from the polynomial). Below the range, a select
-# gives exactly 0, which also covers -inf; NaN fails the comparison and propagates through the polynomial.
+# exp(d - neg_err) for d <= 0 or NaN and a tiny correction neg_err: what softmax needs, since x - max(x) is never
+# positive. Cheaper than exp_ because nothing can overflow: the exponent bias is folded into the magic constant, so
+# 2**n comes from one shift, and the result is s + s*q with one fused rounding (q = expm1(r) from the polynomial).
+# Below the range, a select gives exactly 0, which also covers -inf; NaN fails the comparison and propagates.
+# neg_err is 0 for a plain exp (gcc folds r - 0.0 away: x - (+0) == x in IEEE arithmetic) and the negated rounding
+# error of d = x - shift for the exact variant (TwoSum, in exp_shifted_f32 / exp_shifted_f64).
 #
 # float32 results smaller than the smallest normal (1.18e-38) are flushed to 0: that keeps 2**n a single
 # normal power of two and costs ~15 vector operations per 8 elements (ONNX Runtime and XNNPACK flush the
 # same way). Softmax accuracy is specified for outputs above 1e-37, which this keeps within 1 ulp of exp.
-cdef inline float exp_nonpos_f32(float x) noexcept nogil:
-    # 1.5 * 2**23 + 127: after the add, the low mantissa bits hold round(x / ln2) + 127, the biased exponent of
+cdef inline float exp_reduced_f32(float d, float neg_err) noexcept nogil:
+    # 1.5 * 2**23 + 127: after the add, the low mantissa bits hold round(d / ln2) + 127, the biased exponent of
     # 2**n; shifting them into the exponent field gives that power of two.
-    cdef float t = x * <float>1.44269504088896341 + <float>12583039.0
-    cdef float s = f32_from_bits(f32_bits(t) << 23)
-    cdef float nf = t - <float>12583039.0
-    cdef float r = x - nf * <float>0.693145751953125
-    r = r - nf * <float>1.428606765330187045e-06
-    cdef float r2 = r * r
-    cdef float g = <float>1.392617589e-03
-    g = g * r + <float>8.363173343e-03
-    g = g * r + <float>4.166655615e-02
-    g = g * r + <float>1.666657776e-01
-    g = g * r + <float>0.5
-    cdef float q = r2 * g + r
-    # ln(2**-126): below it 2**n would leave the normal range (see the note on flushing above).
-    return <float>0.0 if x < <float>-87.3365447505531 else q * s + s
-
-
-# exp(x - shift) for float32 without rounding the difference first. Rounding d = x - shift to float32 is already
-# an error of up to 2**-18 = 3.8e-6 relative in the result when d is near -80, most of the 4e-6 budget for outputs
-# above 1e-37. TwoSum gives the exact rounding error of the subtraction (6 additions, valid for any magnitudes;
-# only IEEE addition is used, which the build keeps unreassociated), and it is added to the reduced argument.
-cdef inline float exp_shifted_f32(float x, float shift) noexcept nogil:
-    cdef float d = x - shift
-    cdef float bv = d - x
-    cdef float err = (x - (d - bv)) + (-shift - bv)   # (x - shift) - d exactly; NaN for infinite inputs
     cdef float t = d * <float>1.44269504088896341 + <float>12583039.0
     cdef float s = f32_from_bits(f32_bits(t) << 23)
     cdef float nf = t - <float>12583039.0
     cdef float r = d - nf * <float>0.693145751953125
-    r = (r + err) - nf * <float>1.428606765330187045e-06
-    cdef float r2 = r * r
-    cdef float g = <float>1.392617589e-03
-    g = g * r + <float>8.363173343e-03
-    g = g * r + <float>4.166655615e-02
-    g = g * r + <float>1.666657776e-01
-    g = g * r + <float>0.5
-    cdef float q = r2 * g + r
+    r = (r - neg_err) - nf * <float>1.428606765330187045e-06
+    cdef float q = expm1_reduced_f32(r)
+    # ln(2**-126): below it 2**n would leave the normal range (see the note on flushing above).
     return <float>0.0 if d < <float>-87.3365447505531 else q * s + s
 
 
 # float64 keeps subnormal results (scipy's expectations include exact underflow): the result is computed as
 # (S + S*q) * 2**-54 with S = 2**(n+54), always normal, so only the last multiplication meets the subnormal
 # range and results there are within one subnormal ulp; below half the smallest subnormal they are exactly 0.
-cdef inline double exp_nonpos_f64(double x) noexcept nogil:
-    cdef double t = x * 1.4426950408889634074 + 6755399441056821.0   # 1.5 * 2**52 + 1023 + 54
+cdef inline double exp_reduced_f64(double d, double neg_err) noexcept nogil:
+    cdef double t = d * 1.4426950408889634074 + 6755399441056821.0   # 1.5 * 2**52 + 1023 + 54
     cdef double s = f64_from_bits(f64_bits(t) << 52)                   # 2**(n + 54)
     cdef double nf = t - 6755399441056821.0
-    cdef double r = x - nf * 6.93147180369123816490e-01
-    r = r - nf * 1.90821492927058770002e-10
-    cdef double r2 = r * r
-    cdef double g = 2.5100375832561234e-08
-    g = g * r + 2.7620075879983367e-07
-    g = g * r + 2.7557268480310024e-06
-    g = g * r + 2.4801521322368692e-05
-    g = g * r + 0.00019841269863040545
-    g = g * r + 0.0013888888917196719
-    g = g * r + 0.008333333333330065
-    g = g * r + 0.041666666666624164
-    g = g * r + 0.16666666666666669
-    g = g * r + 0.5000000000000001
-    cdef double q = r2 * g + r
-    return 0.0 if x < -745.13321910194122 else (q * s + s) * 5.5511151231257827e-17   # ln(2**-1075); 2**-54
+    cdef double r = d - nf * 6.93147180369123816490e-01
+    r = (r - neg_err) - nf * 1.90821492927058770002e-10
+    cdef double q = expm1_reduced_f64(r)
+    return 0.0 if d < -745.13321910194122 else (q * s + s) * 5.5511151231257827e-17   # ln(2**-1075); 2**-54
 
 
-# exp(x - shift) for float64 with the exact difference (TwoSum, as exp_shifted_f32). Rounding x - max would cost up
-# to 5.7e-14 of the 1e-13 budget, and the chunked rows would round twice (x - m_c, then m_c - M).
+# exp(x - shift) without rounding the difference first. Rounding d = x - shift is an error of up to 2**-18 = 3.8e-6
+# relative in float32 when d is near -80 (most of the 4e-6 budget for outputs above 1e-37) and 5.7e-14 in float64
+# (chunked rows would round twice: x - m_c, then m_c - M). TwoSum gives the exact rounding error of the
+# subtraction with 6 IEEE additions, which the build keeps unreassociated; its negation goes to exp_reduced.
+cdef inline float exp_shifted_f32(float x, float shift) noexcept nogil:
+    cdef float d = x - shift
+    cdef float bv = d - x
+    return exp_reduced_f32(d, ((d - bv) - x) + (bv + shift))   # NaN for infinite inputs: selected away or NaN
+
+
 cdef inline double exp_shifted_f64(double x, double shift) noexcept nogil:
     cdef double d = x - shift
     cdef double bv = d - x
-    cdef double err = (x - (d - bv)) + (-shift - bv)
-    cdef double t = d * 1.4426950408889634074 + 6755399441056821.0
-    cdef double s = f64_from_bits(f64_bits(t) << 52)
-    cdef double nf = t - 6755399441056821.0
-    cdef double r = d - nf * 6.93147180369123816490e-01
-    r = (r + err) - nf * 1.90821492927058770002e-10
-    cdef double r2 = r * r
-    cdef double g = 2.5100375832561234e-08
-    g = g * r + 2.7620075879983367e-07
-    g = g * r + 2.7557268480310024e-06
-    g = g * r + 2.4801521322368692e-05
-    g = g * r + 0.00019841269863040545
-    g = g * r + 0.0013888888917196719
-    g = g * r + 0.008333333333330065
-    g = g * r + 0.041666666666624164
-    g = g * r + 0.16666666666666669
-    g = g * r + 0.5000000000000001
-    cdef double q = r2 * g + r
-    return 0.0 if d < -745.13321910194122 else (q * s + s) * 5.5511151231257827e-17
+    return exp_reduced_f64(d, ((d - bv) - x) + (bv + shift))
 
 
 cdef inline floating exp_shifted_(floating x, floating shift, bint exact) noexcept nogil:
@@ -210,6 +171,6 @@ cdef inline floating exp_shifted_(floating x, floating shift, bint exact) noexce
     error of x - shift is carried into the argument: element loops ask for it for slices whose range is
     EXACT_RANGE or more; the chunked rows' per-chunk factors always do."""
     if floating is float:
-        return exp_shifted_f32(x, shift) if exact else exp_nonpos_f32(x - shift)
+        return exp_shifted_f32(x, shift) if exact else exp_reduced_f32(x - shift, 0.0)
     else:
-        return exp_shifted_f64(x, shift) if exact else exp_nonpos_f64(x - shift)
+        return exp_shifted_f64(x, shift) if exact else exp_reduced_f64(x - shift, 0.0)

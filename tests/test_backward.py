@@ -15,6 +15,8 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from fastsoftmax import log_softmax, log_softmax_backward, softmax, softmax_backward, softmax_jacobian
 
+from helpers import central_differences
+
 pytestmark = [pytest.mark.usefixtures("simd_level"), pytest.mark.filterwarnings("error")]
 
 BACKWARD = [pytest.param(softmax_backward, id="softmax_backward"),
@@ -192,13 +194,6 @@ def test_backward_docstring_examples():
 # Finite differences of a random linear loss L(x) = sum(w * f(x)): dL/dx = backward(w, f(x))
 # ---------------------------------------------------------------------------------------------------------
 
-def central_differences(loss, x, h=1e-6):
-    grad = np.empty_like(x)
-    for i in np.ndindex(*x.shape):
-        step = np.zeros_like(x)
-        step[i] = h
-        grad[i] = (loss(x + step) - loss(x - step)) / (2 * h)
-    return grad
 
 
 @pytest.mark.parametrize("fn", BACKWARD)

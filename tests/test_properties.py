@@ -17,6 +17,8 @@ from numpy.testing import assert_allclose
 
 from fastsoftmax import log_softmax, log_softmax_backward, softmax, softmax_backward, softmax_jacobian
 
+from helpers import central_differences
+
 pytestmark = [pytest.mark.usefixtures("simd_level"), pytest.mark.filterwarnings("error")]
 
 
@@ -91,13 +93,6 @@ def test_log_softmax_is_log_of_softmax_float32(case):
     assert_allclose(log_softmax(x, axis=axis)[normal], np.log(y[normal]), rtol=1e-6, atol=4e-6)
 
 
-def central_differences(loss, x, h=1e-6):
-    grad = np.empty_like(x)
-    for i in np.ndindex(*x.shape):
-        step = np.zeros_like(x)
-        step[i] = h
-        grad[i] = (loss(x + step) - loss(x - step)) / (2 * h)
-    return grad
 
 
 @pytest.mark.parametrize("forward, backward", [(softmax, softmax_backward), (log_softmax, log_softmax_backward)],
