@@ -348,7 +348,7 @@ def forward_axes(cnp.ndarray x, cnp.ndarray out, int first, int last, bint log_s
     if not (layout_of(x, first, last, &lx) and layout_of(out, first, last, &lo)
             and writable_alongside(&lo, out, &lx, x)):
         return False
-    forward(x, out, lx.outer, lx.K, lx.inner, lx.so, lx.sk, lo.so, lo.sk, log_softmax, n_threads)
+    forward_arrays(x, out, lx.outer, lx.K, lx.inner, lx.so, lx.sk, lo.so, lo.sk, log_softmax, n_threads)
     return True
 
 
@@ -359,14 +359,14 @@ def backward_axes(cnp.ndarray g, cnp.ndarray y, cnp.ndarray out, int first, int 
     if not (layout_of(g, first, last, &lg) and layout_of(y, first, last, &ly) and layout_of(out, first, last, &lo)
             and writable_alongside(&lo, out, &lg, g) and writable_alongside(&lo, out, &ly, y)):
         return False
-    backward(g, y, out, lg.outer, lg.K, lg.inner, lg.so, lg.sk, ly.so, ly.sk, lo.so, lo.sk, log_softmax,
-             n_threads)
+    backward_arrays(g, y, out, lg.outer, lg.K, lg.inner, lg.so, lg.sk, ly.so, ly.sk, lo.so, lo.sk, log_softmax,
+                    n_threads)
     return True
 
 
-def forward(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t K, Py_ssize_t inner,
-            Py_ssize_t x_so, Py_ssize_t x_sk, Py_ssize_t o_so, Py_ssize_t o_sk, bint log_softmax,
-            int n_threads):
+cdef int forward_arrays(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t K, Py_ssize_t inner,
+                       Py_ssize_t x_so, Py_ssize_t x_sk, Py_ssize_t o_so, Py_ssize_t o_sk, bint log_softmax,
+                       int n_threads) except -1:
     """softmax / log_softmax of x into out. x, out: aligned, native float32 or float64 arrays of one dtype
     (checked by the caller), laid out as (outer, K, inner) with the given element strides, inner contiguous."""
     cdef int typenum = cnp.PyArray_TYPE(x)
@@ -382,11 +382,12 @@ def forward(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t K, Py_s
                              log_softmax, n_threads)
     if rc != 0:
         raise MemoryError("fastsoftmax: could not allocate the per-chunk buffers")
+    return 0
 
 
-def backward(cnp.ndarray g, cnp.ndarray y, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t K, Py_ssize_t inner,
-             Py_ssize_t g_so, Py_ssize_t g_sk, Py_ssize_t y_so, Py_ssize_t y_sk, Py_ssize_t o_so,
-             Py_ssize_t o_sk, bint log_softmax, int n_threads):
+cdef void backward_arrays(cnp.ndarray g, cnp.ndarray y, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t K,
+                          Py_ssize_t inner, Py_ssize_t g_so, Py_ssize_t g_sk, Py_ssize_t y_so, Py_ssize_t y_sk,
+                          Py_ssize_t o_so, Py_ssize_t o_sk, bint log_softmax, int n_threads) noexcept:
     """Vector-Jacobian product of softmax / log_softmax into out; same layout contract as `forward`."""
     cdef int typenum = cnp.PyArray_TYPE(g)
     cdef void* gp = cnp.PyArray_DATA(g)
@@ -463,7 +464,7 @@ def lastaxis_small_backward(object g, object y, object axis, bint log_softmax):
     cdef Py_ssize_t n_cols = cnp.PyArray_DIMS(a)[nd - 1]
     if size == 0:
         return out
-    backward(a, b, out, size // n_cols, n_cols, 1, n_cols, 1, n_cols, 1, n_cols, 1, log_softmax, 1)
+    backward_arrays(a, b, out, size // n_cols, n_cols, 1, n_cols, 1, n_cols, 1, n_cols, 1, log_softmax, 1)
     return out
 
 
