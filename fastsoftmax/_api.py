@@ -83,6 +83,8 @@ def _axis_index(a, axis):
 def _axes(axis, ndim):
     """Normalise `axis` (int, tuple of ints or None) to a sorted tuple of non-negative axes. A 0-d array is
     treated as one element, so its valid axes are those of shape (1,): -1, 0, (), (0,), (-1,) and None."""
+    if type(axis) is int and -ndim <= axis < ndim:  # the common case, without the general machinery (~1.5 us)
+        return (axis % ndim,)
     if axis is None:
         return tuple(range(ndim))
     items = axis if isinstance(axis, tuple) else (axis,)
