@@ -1,6 +1,7 @@
 # The kernel module body, compiled once per SIMD target (see the thin pyx/_kernels_<target>.pyx files and
 # setup.py). Buffers in, buffers out: this code knows nothing of the Python API's argument rules; the caller
-# (fastsoftmax/_api.py) has already validated dtypes, shapes and layouts and passes element strides.
+# (fastsoftmax/_api.py) has already validated dtypes and shapes. The layout (element strides, overlap, alignment)
+# is worked out here, from the arrays' shapes and strides, in forward_axes / backward_axes.
 #
 # Every array is seen as (outer, K, inner) with the reduced axis K in the middle and `inner` contiguous:
 #   inner == 1  -> row kernels: each of the outer rows is one contiguous slice of K elements;
@@ -15,7 +16,7 @@ from _openmp_helpers cimport FSM_OPENMP_VERSION, omp_get_max_threads
 from _row_ops cimport (chunk_exp_sum, chunks_combine, exp_shifted_sum, log_shift_row, log_softmax_grad_row, row_dot,
                        row_max, scale_row, softmax_grad_row)
 from _simd_math cimport exp_shifted_
-from _strided_ops cimport TILE_MAX, strided_backward_tile, strided_forward_tile
+from _strided_ops cimport GROUP, TILE_MAX, strided_backward_tile, strided_forward_tile
 
 cnp.import_array()
 
@@ -49,7 +50,6 @@ cdef enum:
     SPLIT_MAX_ROWS = 16
     # Strided tiles are sized so K rows of one tile, in and out, stay in a 512 KiB share of L2.
     TILE_BYTES = 512 * 1024
-    TILE_MIN = 16
     # A non-last axis whose contiguous inner block is narrower than this goes through a transposed copy
     # instead (too few columns to fill a vector register); see fastsoftmax/_api.py.
     MIN_STRIDED_INNER = 8
@@ -174,10 +174,11 @@ cdef Py_ssize_t tile_width(Py_ssize_t outer, Py_ssize_t K, Py_ssize_t inner, Py_
     fit TILE_BYTES, then narrower until there are a few tiles per thread. The tiling never changes the
     arithmetic of a column (exactness is decided per fixed group of GROUP columns, see _strided_ops.pxd)."""
     cdef Py_ssize_t tile = TILE_MAX
-    while tile > TILE_MIN and 2 * K * tile * itemsize > TILE_BYTES:
+    # Never narrower than GROUP: tiles must start at multiples of it (see _strided_ops.pxd).
+    while tile > GROUP and 2 * K * tile * itemsize > TILE_BYTES:
         tile //= 2
     if n_threads > 1:
-        while tile > TILE_MIN and outer * ((inner + tile - 1) // tile) < 4 * n_threads:
+        while tile > GROUP and outer * ((inner + tile - 1) // tile) < 4 * n_threads:
             tile //= 2
     return tile
 
@@ -265,10 +266,6 @@ cdef void backward_any(const floating* g, const floating* y, floating* out, Py_s
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Entry points for fastsoftmax._api (Python objects in, GIL released around all numeric work)
-# ------------------------------------------------------------------------------------------------------------
-
-# ------------------------------------------------------------------------------------------------------------
 # Layout: an array and a run of axes as (outer, K, inner), computed from shape and strides in C (per-call cost
 # matters: doing this with np.reshape and np.may_share_memory in Python took ~5 us per call)
 # ------------------------------------------------------------------------------------------------------------
@@ -339,6 +336,10 @@ cdef bint writable_alongside(Layout* dst, cnp.ndarray out, Layout* src, cnp.ndar
     return (cnp.PyArray_DATA(out) == cnp.PyArray_DATA(x) and dst.so == src.so and dst.sk == src.sk
             and dst.outer == src.outer and dst.K == src.K and dst.inner == src.inner)
 
+
+# ------------------------------------------------------------------------------------------------------------
+# Entry points for fastsoftmax._api (Python objects in, GIL released around all numeric work)
+# ------------------------------------------------------------------------------------------------------------
 
 def forward_axes(cnp.ndarray x, cnp.ndarray out, int first, int last, bint log_softmax, int n_threads):
     """softmax / log_softmax of x over axes first..last into out, straight from their strides. x and out: the
