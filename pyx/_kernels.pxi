@@ -16,6 +16,7 @@ from _openmp_helpers cimport FSM_OPENMP_VERSION, omp_get_max_threads
 from _row_ops cimport (chunk_exp_sum, chunks_combine, exp_shifted_sum, log_shift_row, log_softmax_grad_row, row_dot,
                        row_max, scale_row, softmax_grad_row)
 from _simd_math cimport exp_shifted_
+from _stream cimport STREAM_MIN_BYTES, STREAM_ROW_BYTES, STREAM_ROW_DOUBLES, stream_fence, stream_row
 from _strided_ops cimport GROUP, TILE_MAX, strided_backward_tile, strided_forward_tile
 
 cnp.import_array()
@@ -97,28 +98,54 @@ cdef inline void forward_row_chunked(const floating* x, floating* out, Py_ssize_
         chunk_finish(x + start, out + start, min(length, n - start), tops[c], row_top, row_sum, log_softmax)
 
 
-cdef inline void forward_row(const floating* x, floating* out, Py_ssize_t n, bint log_softmax) noexcept nogil:
-    """One row: the three passes (max; exp(x - max) stored for softmax and summed; scale or shift) while the
-    row fits in cache, the chunked two passes beyond."""
-    if n > CHUNKED_MIN_COLS:
-        forward_row_chunked(x, out, n, log_softmax)
-        return
+cdef inline void three_pass_row(const floating* x, floating* dst, Py_ssize_t n, bint log_softmax) noexcept nogil:
+    """The three passes over one row that fits in cache (max; exp(x - max) stored for softmax and summed;
+    scale or shift), the result written to dst."""
     cdef bint wide
     # float64 rounds x - max once, as any float64 reference does (<= 5.7e-14 of the 1e-13 budget): no range test
     cdef floating row_top = row_max(x, n, &wide, floating is float)
     cdef double total
     if log_softmax:
-        total = exp_shifted_sum(x, out, n, row_top, False, wide)
-        log_shift_row(x, out, n, row_top, <floating>log(total))
+        total = exp_shifted_sum(x, dst, n, row_top, False, wide)
+        log_shift_row(x, dst, n, row_top, <floating>log(total))
     else:
-        total = exp_shifted_sum(x, out, n, row_top, True, wide)
-        scale_row(out, n, <floating>(1.0 / total))
+        total = exp_shifted_sum(x, dst, n, row_top, True, wide)
+        scale_row(dst, n, <floating>(1.0 / total))
+
+
+cdef inline void forward_row(const floating* x, floating* out, Py_ssize_t n, bint log_softmax) noexcept nogil:
+    """One row: the three passes while the row fits in cache, the chunked two passes beyond."""
+    if n > CHUNKED_MIN_COLS:
+        forward_row_chunked(x, out, n, log_softmax)
+    else:
+        three_pass_row(x, out, n, log_softmax)
+
+
+cdef void forward_rows_streamed(const floating* x, floating* out, Py_ssize_t first, Py_ssize_t stop,
+                                Py_ssize_t n_cols, Py_ssize_t x_rs, Py_ssize_t o_rs,
+                                bint log_softmax) noexcept nogil:
+    """Rows first..stop-1, each computed into an L1 buffer and streamed to out (see _stream.pxd): out is then
+    written once and never read. n_cols * sizeof(floating) <= STREAM_ROW_BYTES."""
+    cdef double buf[STREAM_ROW_DOUBLES]
+    cdef Py_ssize_t r
+    for r in range(first, stop):
+        three_pass_row(x + r * x_rs, <floating*>buf, n_cols, log_softmax)
+        stream_row(out + r * o_rs, <const floating*>buf, n_cols)
+    stream_fence()
 
 
 cdef void forward_rows(const floating* x, floating* out, Py_ssize_t n_rows, Py_ssize_t n_cols,
                        Py_ssize_t x_rs, Py_ssize_t o_rs, bint log_softmax, int n_threads) noexcept nogil:
-    cdef Py_ssize_t r
-    if n_threads <= 1:
+    cdef Py_ssize_t r, t, per
+    cdef bint stream = (n_threads > 1 and n_cols * <Py_ssize_t>sizeof(floating) <= STREAM_ROW_BYTES
+                        and n_rows * n_cols * <Py_ssize_t>sizeof(floating) >= STREAM_MIN_BYTES)
+    if stream:
+        # One contiguous block of rows per thread (what schedule='static' gives), so each fences once.
+        per = (n_rows + n_threads - 1) // n_threads
+        for t in prange(n_threads, schedule='static', num_threads=n_threads):
+            forward_rows_streamed(x, out, min(t * per, n_rows), min(t * per + per, n_rows), n_cols, x_rs, o_rs,
+                                  log_softmax)
+    elif n_threads <= 1:
         for r in range(n_rows):
             forward_row(x + r * x_rs, out + r * o_rs, n_cols, log_softmax)
     else:
@@ -480,6 +507,8 @@ def build_info():
         "compiler": FSM_COMPILER.decode("ascii", "replace"),
         "openmp": FSM_OPENMP_VERSION != 0,
         "openmp_version": FSM_OPENMP_VERSION,
+        # results of this many bytes or more, computed by several threads, are written with streaming stores
+        "stream_min_bytes": STREAM_MIN_BYTES,
     }
 
 

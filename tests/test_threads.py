@@ -216,6 +216,30 @@ def test_one_thread_and_all_threads_agree(shape, axis, last_axis, dtype):
             assert_allclose(one, default, rtol=4 * np.finfo(dtype).eps, atol=np.finfo(dtype).tiny)
 
 
+@needs_openmp
+@pytest.mark.usefixtures("simd_level")
+@pytest.mark.parametrize("dtype, n_cols", [(np.float32, 1001), (np.float64, 333)], ids=["float32", "float64"])
+def test_streamed_results_match_one_thread(dtype, n_cols):
+    """Large results written by several threads take the streaming-store path (rows staged in an L1
+    buffer, unaligned row starts included): the values must be those of the plain one-thread path, also in
+    place and into a strided out=."""
+    n_rows = _dispatch.kernels.build_info()["stream_min_bytes"] // (n_cols * np.dtype(dtype).itemsize) + 5
+    x = (np.random.default_rng(9).standard_normal((n_rows, n_cols)) * 4).astype(dtype)
+    for fn in (softmax, log_softmax):
+        one = fn(x, num_threads=1)
+        assert_array_equal(fn(x, num_threads=2), one, err_msg=fn.__name__)
+        inplace = x.copy()
+        fn(inplace, out=inplace, num_threads=2)
+        assert_array_equal(inplace, one, err_msg=f"{fn.__name__} in place")
+        wide = np.zeros((n_rows, n_cols + 3), dtype)
+        fn(x, out=wide[:, 1:n_cols + 1], num_threads=2)
+        assert_array_equal(wide[:, 1:n_cols + 1], one, err_msg=f"{fn.__name__} into a strided out=")
+        assert not wide[:, 0].any() and not wide[:, n_cols + 1:].any()
+    rows = slice(0, None, 997)  # a sample against the float64 reference
+    assert_allclose(softmax(x, num_threads=2)[rows], reference("softmax", x[rows], -1), rtol=4e-6 if dtype ==
+                    np.float32 else 1e-13, atol=0)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Concurrent calls from Python threads
 # ---------------------------------------------------------------------------------------------------------

@@ -1,0 +1,76 @@
+# Non-temporal ("streaming") stores, for results far larger than the last-level cache.
+#
+# A plain store to a line that is not in cache first reads the line from memory (read-for-ownership), so a
+# kernel that writes an out-of-cache result moves its bytes three times: the input read, the output's
+# ownership read and the output's write-back. Streaming stores skip the ownership read: a 256 MB scaled copy
+# takes 0.69x the time with them on this project's machine (measured in C). In the softmax kernels they pay off
+# only where memory is the bottleneck: 0.6-0.8x the time on 128-256 MB float32 results with 2 threads, while
+# results that still fit in L3 (16-32 MB) got slower, and a single thread (compute-bound there) gained nothing
+# and lost up to 12% on float64 to the extra staging copy (benchmarks/RESULTS.md, "Streaming stores"). Hence
+# the conditions in forward_rows: STREAM_MIN_BYTES of result and more than one thread.
+#
+# The arithmetic stays in Cython: a kernel computes a row into an L1 buffer and stream_row copies it out. The one
+# thing Cython cannot say is "store this vector non-temporally", hence the intrinsics below, at the vector width
+# the module is compiled for (on other targets stream_row is a plain copy: results never depend on it).
+from cython cimport floating
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    #if defined(__AVX512F__) || defined(__AVX__) || defined(__SSE2__)
+    #include <immintrin.h>
+    #if defined(__AVX512F__)
+    #define FSM_VEC_BYTES 64
+    #define FSM_STREAM_PS(d, s) _mm512_stream_ps(d, _mm512_loadu_ps(s))
+    #define FSM_STREAM_PD(d, s) _mm512_stream_pd(d, _mm512_loadu_pd(s))
+    #elif defined(__AVX__)
+    #define FSM_VEC_BYTES 32
+    #define FSM_STREAM_PS(d, s) _mm256_stream_ps(d, _mm256_loadu_ps(s))
+    #define FSM_STREAM_PD(d, s) _mm256_stream_pd(d, _mm256_loadu_pd(s))
+    #else
+    #define FSM_VEC_BYTES 16
+    #define FSM_STREAM_PS(d, s) _mm_stream_ps(d, _mm_loadu_ps(s))
+    #define FSM_STREAM_PD(d, s) _mm_stream_pd(d, _mm_loadu_pd(s))
+    #endif
+    /* dst[:n] = src[:n]: plain stores up to the first vector-aligned element of dst, streaming stores for the
+       whole vectors after it, plain stores for the rest. */
+    #define FSM_DEFINE_STREAM(NAME, T, STORE)                                                    \
+        static inline void NAME(T *dst, const T *src, Py_ssize_t n) {                            \
+            const Py_ssize_t w = FSM_VEC_BYTES / sizeof(T);                                      \
+            Py_ssize_t i = 0;                                                                    \
+            for (; i < n && ((uintptr_t)(dst + i) % FSM_VEC_BYTES); ++i) dst[i] = src[i];        \
+            for (; i + w <= n; i += w) STORE(dst + i, src + i);                                  \
+            for (; i < n; ++i) dst[i] = src[i];                                                  \
+        }
+    FSM_DEFINE_STREAM(fsm_stream_f32, float, FSM_STREAM_PS)
+    FSM_DEFINE_STREAM(fsm_stream_f64, double, FSM_STREAM_PD)
+    #define FSM_STREAM_FENCE() _mm_sfence()
+    #else
+    static inline void fsm_stream_f32(float *dst, const float *src, Py_ssize_t n) { memcpy(dst, src, n * 4); }
+    static inline void fsm_stream_f64(double *dst, const double *src, Py_ssize_t n) { memcpy(dst, src, n * 8); }
+    #define FSM_STREAM_FENCE() ((void)0)
+    #endif
+
+    /* Streaming stores are weakly ordered: a thread fences after its last one, before other threads (or the
+       caller) read the result. */
+    static inline void fsm_stream_fence(void) { FSM_STREAM_FENCE(); }
+    """
+    void stream_f32 "fsm_stream_f32"(float* dst, const float* src, Py_ssize_t n) noexcept nogil
+    void stream_f64 "fsm_stream_f64"(double* dst, const double* src, Py_ssize_t n) noexcept nogil
+    void stream_fence "fsm_stream_fence"() noexcept nogil
+
+cdef enum:
+    # Results of at least this many bytes are written with streaming stores (see above): twice the 32 MB L3 of
+    # the machine it was measured on, so a result read back soon after is not one that would have stayed cached.
+    STREAM_MIN_BYTES = 64 * 1024 * 1024
+    # Rows are staged in an L1 buffer of this many doubles (16 KiB); longer rows keep plain stores.
+    STREAM_ROW_DOUBLES = 2048
+    STREAM_ROW_BYTES = STREAM_ROW_DOUBLES * 8
+
+
+cdef inline void stream_row(floating* dst, const floating* src, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        stream_f32(dst, src, n)
+    else:
+        stream_f64(dst, src, n)
