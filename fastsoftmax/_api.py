@@ -17,7 +17,6 @@ from numpy.lib.array_utils import normalize_axis_index
 from . import _dispatch, _threads
 
 _k = _dispatch.kernels
-_k.set_serial_limit(_threads.PARALLEL_MIN_ELEMENTS)
 
 _F16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
@@ -28,7 +27,7 @@ def _use_level(level):
     """Switch the kernel module (tests run the suite under every SIMD level the CPU supports)."""
     global _k
     _k = _dispatch.load(level)
-    _k.set_serial_limit(_threads.PARALLEL_MIN_ELEMENTS)
+    _threads.configure(_k)
     _dispatch.kernels = _k
     _dispatch.level = level
 
@@ -175,10 +174,9 @@ def _copy_into(out, value):
 
 
 def _backward(grad_output, output, axis, out, num_threads, log_softmax):
-    if out is None:  # the per-call fast path for small plain arrays (see lastaxis_small_backward)
-        if num_threads is not None:
-            _threads.check_count(num_threads, "num_threads")
-        result = _k.lastaxis_small_backward(grad_output, output, axis, log_softmax)
+    if out is None:  # the per-call fast path for plain arrays (see lastaxis_backward)
+        n = 0 if num_threads is None else _threads.check_count(num_threads, "num_threads")
+        result = _k.lastaxis_backward(grad_output, output, axis, log_softmax, n)
         if result is not None:
             return result
     g = _as_array(grad_output, "grad_output")
@@ -264,10 +262,9 @@ def softmax(x, axis=-1, *, out=None, dtype=None, num_threads=None):
     array([[0.5 , 0.25],
            [0.5 , 0.75]])
     """
-    if out is None and dtype is None:
-        if num_threads is not None:  # small arrays run on one thread anyway; still reject a bad value
-            _threads.check_count(num_threads, "num_threads")
-        result = _k.lastaxis_small(x, axis, False)
+    if out is None and dtype is None:  # the per-call fast path for plain arrays (see lastaxis)
+        n = 0 if num_threads is None else _threads.check_count(num_threads, "num_threads")
+        result = _k.lastaxis(x, axis, False, n)
         if result is not None:
             return result
     return _forward(x, axis, out, dtype, num_threads, False)
@@ -313,10 +310,9 @@ def log_softmax(x, axis=-1, *, out=None, dtype=None, num_threads=None):
     >>> log_softmax(np.array([1.0, 2.0, 3.0]))
     array([-2.40760596, -1.40760596, -0.40760596])
     """
-    if out is None and dtype is None:
-        if num_threads is not None:  # small arrays run on one thread anyway; still reject a bad value
-            _threads.check_count(num_threads, "num_threads")
-        result = _k.lastaxis_small(x, axis, True)
+    if out is None and dtype is None:  # the per-call fast path for plain arrays (see lastaxis)
+        n = 0 if num_threads is None else _threads.check_count(num_threads, "num_threads")
+        result = _k.lastaxis(x, axis, True, n)
         if result is not None:
             return result
     return _forward(x, axis, out, dtype, num_threads, True)

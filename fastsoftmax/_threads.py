@@ -19,6 +19,19 @@ _default = None  # set by set_num_threads; None means "OpenMP's default"
 _OPENMP_DEFAULT = _dispatch.kernels.openmp_max_threads()
 
 
+def configure(kernels):
+    """Push the settings into a kernel module, which applies them per call (its `threads_for`, in C, so that
+    the per-call fast paths need no Python); called when a setting changes and when a module is loaded."""
+    kernels.set_thread_settings(PARALLEL_MIN_ELEMENTS, _default or 0, _OPENMP_DEFAULT)
+
+
+def _set_default(n):
+    """set_num_threads without validation; None restores OpenMP's default (used by the tests)."""
+    global _default
+    _default = n
+    configure(_dispatch.kernels)
+
+
 def check_count(n, name):
     """n as an int if it is a valid thread count, else TypeError / ValueError naming `name`."""
     if isinstance(n, bool):
@@ -53,8 +66,7 @@ def set_num_threads(n):
     >>> fastsoftmax.get_num_threads()
     1
     """
-    global _default
-    _default = check_count(n, "n")
+    _set_default(check_count(n, "n"))
 
 
 def get_num_threads():
@@ -70,17 +82,18 @@ def get_num_threads():
     >>> fastsoftmax.get_num_threads() >= 1
     True
     """
-    omp = _dispatch.kernels.openmp_max_threads()
-    if _default is None:
-        return omp
-    return min(_default, omp) if omp < _OPENMP_DEFAULT else _default
+    return _dispatch.kernels.default_threads_now()
 
 
 def resolve(num_threads, n_elements):
     """Threads for one call on `n_elements` elements: the argument if given, else the default; 1 below
-    PARALLEL_MIN_ELEMENTS. The kernels further clamp it to the number of independent work items."""
+    PARALLEL_MIN_ELEMENTS. The kernels further clamp it to the number of independent work items.
+    (The fast paths apply the same rule in C: threads_for in pyx/_kernels.pxi.)"""
     if num_threads is not None:
         num_threads = check_count(num_threads, "num_threads")
     if n_elements < PARALLEL_MIN_ELEMENTS:
         return 1
     return num_threads if num_threads is not None else get_num_threads()
+
+
+configure(_dispatch.kernels)

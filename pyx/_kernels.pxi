@@ -55,8 +55,12 @@ cdef enum:
     # instead (too few columns to fill a vector register); see fastsoftmax/_api.py.
     MIN_STRIDED_INNER = 8
 
-# Arrays with fewer elements than this run serially in `lastaxis_small` (set by fastsoftmax._threads at import).
+# The thread policy's settings, pushed here by fastsoftmax._threads (see threads_for): arrays with fewer elements
+# than serial_limit run on one thread; default_threads is set_num_threads' value (0: OpenMP's default);
+# openmp_default is omp_get_max_threads() of a thread nobody has limited.
 cdef Py_ssize_t serial_limit = 0
+cdef int default_threads = 0
+cdef int openmp_default = 1
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -430,11 +434,30 @@ cdef void backward_arrays(cnp.ndarray g, cnp.ndarray y, cnp.ndarray out, Py_ssiz
                          y_sk, o_so, o_sk, log_softmax, n_threads)
 
 
-def lastaxis_small(object x, object axis, bint log_softmax):
-    """The per-call fast path: softmax over the last axis of a plain, C-contiguous, aligned, native float32 or
-    float64 ndarray with fewer than `serial_limit` elements, computed serially into a new array. Returns None for
-    anything else (other axes included), and the caller takes the general path. Skips memoryview acquisition and
-    Python-level allocation, which dominate a call on 1000 elements."""
+# ------------------------------------------------------------------------------------------------------------
+# Threads and the per-call fast paths
+# ------------------------------------------------------------------------------------------------------------
+
+cdef int default_thread_count() noexcept:
+    """Threads a large call uses by default: set_num_threads' value, else OpenMP's default; a lower
+    omp_get_max_threads() in the calling thread (a threadpoolctl limit) caps either."""
+    cdef int omp = omp_get_max_threads()
+    if default_threads == 0:
+        return omp
+    return min(default_threads, omp) if omp < openmp_default else default_threads
+
+
+cdef int threads_for(Py_ssize_t size, int requested) noexcept:
+    """Threads for one call on `size` elements: 1 below serial_limit, else `requested` (a num_threads= already
+    validated by the caller) or, for 0, the default. The kernels further clamp it to their work items."""
+    if size < serial_limit:
+        return 1
+    return requested if requested > 0 else default_thread_count()
+
+
+cdef cnp.ndarray plain_lastaxis(object x, object axis):
+    """x itself if it is what the fast paths take: a plain, C-contiguous, aligned, native float32 or float64
+    ndarray of one or more dimensions, with axis the last one as a plain int; else None."""
     if type(x) is not cnp.ndarray or type(axis) is not int:
         return None
     cdef cnp.ndarray a = <cnp.ndarray>x
@@ -446,59 +469,63 @@ def lastaxis_small(object x, object axis, bint log_softmax):
         return None
     if not (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a) and cnp.PyArray_ISNOTSWAPPED(a)):
         return None
-    cdef Py_ssize_t size = cnp.PyArray_SIZE(a)
-    if size >= serial_limit:
+    return a
+
+
+def lastaxis(object x, object axis, bint log_softmax, int num_threads):
+    """The per-call fast path: softmax / log_softmax over the last axis of a plain array (see plain_lastaxis)
+    into a new array, with num_threads threads (0: the default). Returns None for anything else, and the caller
+    takes the general path. Skips the general path's Python-level argument handling, memoryview acquisition
+    and allocation: that is most of a call on 1000 elements, and 2-4 us on any size."""
+    cdef cnp.ndarray a = plain_lastaxis(x, axis)
+    if a is None:
         return None
-    cdef cnp.ndarray out = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(a), typenum, 0)
+    cdef int nd = cnp.PyArray_NDIM(a)
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(a), cnp.PyArray_TYPE(a), 0)
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(a)
     cdef Py_ssize_t n_cols = cnp.PyArray_DIMS(a)[nd - 1]
     if size == 0:
         return out
-    cdef Py_ssize_t n_rows = size // n_cols
-    cdef void* xp = cnp.PyArray_DATA(a)
-    cdef void* op = cnp.PyArray_DATA(out)
-    with nogil:
-        if typenum == cnp.NPY_FLOAT32:
-            forward_rows(<const float*>xp, <float*>op, n_rows, n_cols, n_cols, n_cols, log_softmax, 1)
-        else:
-            forward_rows(<const double*>xp, <double*>op, n_rows, n_cols, n_cols, n_cols, log_softmax, 1)
+    forward_arrays(a, out, size // n_cols, n_cols, 1, n_cols, 1, n_cols, 1, log_softmax,
+                   threads_for(size, num_threads))
     return out
 
 
-def lastaxis_small_backward(object g, object y, object axis, bint log_softmax):
-    """The backward passes' per-call fast path, on the same terms as lastaxis_small: g and y plain, C-contiguous,
-    aligned, native arrays of one float dtype and one shape, fewer than `serial_limit` elements, the last axis.
-    Returns None for anything else (including mismatches, which the general path reports)."""
-    if type(g) is not cnp.ndarray or type(y) is not cnp.ndarray or type(axis) is not int:
+def lastaxis_backward(object g, object y, object axis, bint log_softmax, int num_threads):
+    """The backward passes' fast path, on the same terms as lastaxis: g and y plain arrays of one float dtype
+    and one shape. Returns None for anything else (including mismatches, which the general path reports)."""
+    cdef cnp.ndarray a = plain_lastaxis(g, axis)
+    cdef cnp.ndarray b = plain_lastaxis(y, axis)
+    if a is None or b is None or cnp.PyArray_TYPE(a) != cnp.PyArray_TYPE(b):
         return None
-    cdef cnp.ndarray a = <cnp.ndarray>g
-    cdef cnp.ndarray b = <cnp.ndarray>y
-    cdef int typenum = cnp.PyArray_TYPE(a)
     cdef int nd = cnp.PyArray_NDIM(a)
     cdef int d
-    if (typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64) or cnp.PyArray_TYPE(b) != typenum:
-        return None
-    if nd == 0 or cnp.PyArray_NDIM(b) != nd or (axis != -1 and axis != nd - 1):
+    if cnp.PyArray_NDIM(b) != nd:
         return None
     for d in range(nd):
         if cnp.PyArray_DIMS(a)[d] != cnp.PyArray_DIMS(b)[d]:
             return None
-    if not (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a) and cnp.PyArray_ISNOTSWAPPED(a)
-            and cnp.PyArray_IS_C_CONTIGUOUS(b) and cnp.PyArray_ISALIGNED(b) and cnp.PyArray_ISNOTSWAPPED(b)):
-        return None
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(a), cnp.PyArray_TYPE(a), 0)
     cdef Py_ssize_t size = cnp.PyArray_SIZE(a)
-    if size >= serial_limit:
-        return None
-    cdef cnp.ndarray out = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(a), typenum, 0)
     cdef Py_ssize_t n_cols = cnp.PyArray_DIMS(a)[nd - 1]
     if size == 0:
         return out
-    backward_arrays(a, b, out, size // n_cols, n_cols, 1, n_cols, 1, n_cols, 1, n_cols, 1, log_softmax, 1)
+    backward_arrays(a, b, out, size // n_cols, n_cols, 1, n_cols, 1, n_cols, 1, n_cols, 1, log_softmax,
+                    threads_for(size, num_threads))
     return out
 
 
-def set_serial_limit(Py_ssize_t n_elements):
-    global serial_limit
-    serial_limit = n_elements
+def set_thread_settings(Py_ssize_t parallel_min_elements, int default, int omp_default):
+    """Called by fastsoftmax._threads whenever a setting changes and when a kernel module is loaded."""
+    global serial_limit, default_threads, openmp_default
+    serial_limit = parallel_min_elements
+    default_threads = default
+    openmp_default = omp_default
+
+
+def default_threads_now():
+    """default_thread_count() for the calling thread (fastsoftmax.get_num_threads)."""
+    return default_thread_count()
 
 
 def build_info():

@@ -43,4 +43,4 @@ def restore_thread_settings():
     "OpenMP's default")."""
     saved_default = _threads._default
     yield
-    _threads._default = saved_default
+    _threads._set_default(saved_default)
