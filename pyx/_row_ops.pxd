@@ -10,6 +10,15 @@ from _simd_math cimport exp_, exp_shifted_, EXACT_RANGE, LANES_F32, LANES_F64, S
 cdef enum:
     LANES = 32  # max lanes of either dtype; each specialization uses its own count (LANES_F32 / LANES_F64)
 
+# Partial sums start at -0.0, the exact identity of IEEE addition (-0.0 + x == x for every x, +0.0 included).
+# Not 0.0: gcc turns zero-filling the lane array into a call to memset (`rep stos`, tens of cycles to start),
+# paid once per row.
+cdef extern from *:
+    """
+    #define FSM_SUM_START (-0.0)
+    """
+    const double SUM_START "FSM_SUM_START"
+
 
 cdef inline floating fold_max(const floating* acc) noexcept nogil:
     """Max of the LANES_F32 (float) or LANES_F64 (double) partial maxima. The first fold goes to 8 lanes in one
@@ -117,7 +126,7 @@ cdef inline double lane_sum(const floating* v, floating* out, Py_ssize_t n) noex
     cdef double total = 0.0
     cdef Py_ssize_t i, j, k, n_main = n - n % lanes
     for j in range(lanes):
-        acc[j] = 0
+        acc[j] = SUM_START
     if out != NULL:
         for k in range(n_main // lanes):
             i = k * lanes
@@ -235,7 +244,7 @@ cdef inline double row_dot(const floating* a, const floating* b, Py_ssize_t n) n
         start = blk * SUM_BLOCK
         stop = min(start + SUM_BLOCK, n_main)
         for j in range(lanes):
-            acc[j] = 0
+            acc[j] = SUM_START
         if b != NULL:
             for k in range(start // lanes, stop // lanes):
                 i = k * lanes
