@@ -5,9 +5,13 @@
   (RuntimeWarning) and falls back to the widest.
 * Every level gives the same results within rounding.
 * show_config() prints the version, the compiler, OpenMP yes/no and threads, and the SIMD level in use.
+* The vectorizable math (pyx/_simd_math.pxd) is inlined everywhere in every kernel module (an out-of-line copy
+  means a loop calls it per element, unvectorized: see INLINE_FLAGS in setup.py).
 """
+import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -156,3 +160,14 @@ def test_get_config_keys():
     assert config["simd_available"] == AVAILABLE
     assert config["threads"] == fastsoftmax.get_num_threads()
     assert isinstance(config["openmp"], bool)
+
+
+@pytest.mark.skipif(shutil.which("nm") is None, reason="needs binutils' nm to list the symbols")
+@pytest.mark.parametrize("level", _dispatch.built_levels())
+def test_simd_math_is_inlined_in_every_kernel_module(level):
+    path = importlib.util.find_spec(f"fastsoftmax._kernels_{level}").origin
+    symbols = subprocess.run(["nm", path], capture_output=True, text=True, check=True).stdout
+    if not symbols.strip():
+        pytest.skip("the kernel module is stripped")
+    outlined = sorted({line.split()[-1] for line in symbols.splitlines() if "_simd_math_" in line})
+    assert not outlined, f"compiled out of line (their loops do not vectorize): {outlined}"

@@ -223,7 +223,7 @@ def test_streamed_results_match_one_thread(dtype, n_cols):
     """Large results written by several threads take the streaming-store path (rows staged in an L1
     buffer, unaligned row starts included): the values must be those of the plain one-thread path, also in
     place and into a strided out=."""
-    n_rows = _dispatch.kernels.build_info()["stream_min_bytes"] // (n_cols * np.dtype(dtype).itemsize) + 5
+    n_rows = _dispatch.kernels.build_info()["large_bytes"] // (n_cols * np.dtype(dtype).itemsize) + 5
     x = (np.random.default_rng(9).standard_normal((n_rows, n_cols)) * 4).astype(dtype)
     for fn in (softmax, log_softmax):
         one = fn(x, num_threads=1)
@@ -306,3 +306,19 @@ def test_set_num_threads_is_process_wide():
     assert get_num_threads() == n
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         assert pool.submit(get_num_threads).result() == n
+
+
+def test_settings_follow_a_switch_of_kernel_module():
+    """The kernel modules apply the thread rule themselves (the fast paths), so every module loaded later (a
+    SIMD level switch) must receive the current settings."""
+    from fastsoftmax import _api
+    original = _dispatch.level
+    n = _dispatch.kernels.openmp_max_threads() + 1
+    set_num_threads(n)
+    try:
+        for level in _dispatch.available_levels():
+            _api._use_level(level)
+            assert get_num_threads() == n, level
+    finally:
+        _api._use_level(original)
+    assert get_num_threads() == n

@@ -1,5 +1,7 @@
-# Non-temporal ("streaming") stores, for results far larger than the last-level cache.
+# Help for arrays far larger than the last-level cache (LARGE_BYTES and more), where the row kernels wait on
+# memory: streaming stores for the result and software prefetch of the input.
 #
+# Streaming (non-temporal) stores.
 # A plain store to a line that is not in cache first reads the line from memory (read-for-ownership), so a
 # kernel that writes an out-of-cache result moves its bytes three times: the input read, the output's
 # ownership read and the output's write-back. Streaming stores skip the ownership read: a 256 MB scaled copy
@@ -7,7 +9,7 @@
 # only where memory is the bottleneck: 0.6-0.8x the time on 128-256 MB float32 results with 2 threads, while
 # results that still fit in L3 (16-32 MB) got slower, and a single thread (compute-bound there) gained nothing
 # and lost up to 12% on float64 to the extra staging copy (benchmarks/RESULTS.md, "Streaming stores"). Hence
-# the conditions in forward_rows: STREAM_MIN_BYTES of result and more than one thread.
+# the conditions in forward_rows: LARGE_BYTES of result and more than one thread.
 #
 # The arithmetic stays in Cython: a kernel computes a row into an L1 buffer and stream_row copies it out. The one
 # thing Cython cannot say is "store this vector non-temporally", hence the intrinsics below, at the vector width
@@ -55,15 +57,25 @@ cdef extern from *:
     /* Streaming stores are weakly ordered: a thread fences after its last one, before other threads (or the
        caller) read the result. */
     static inline void fsm_stream_fence(void) { FSM_STREAM_FENCE(); }
+
+    #if defined(__GNUC__) || defined(__clang__)
+    #define FSM_PREFETCH(p) __builtin_prefetch((p), 0, 3)
+    #else
+    #define FSM_PREFETCH(p) ((void)(p))
+    #endif
     """
     void stream_f32 "fsm_stream_f32"(float* dst, const float* src, Py_ssize_t n) noexcept nogil
     void stream_f64 "fsm_stream_f64"(double* dst, const double* src, Py_ssize_t n) noexcept nogil
     void stream_fence "fsm_stream_fence"() noexcept nogil
+    void prefetch "FSM_PREFETCH"(const void* p) noexcept nogil
 
 cdef enum:
-    # Results of at least this many bytes are written with streaming stores (see above): twice the 32 MB L3 of
-    # the machine it was measured on, so a result read back soon after is not one that would have stayed cached.
-    STREAM_MIN_BYTES = 64 * 1024 * 1024
+    # Arrays of at least this many bytes get the help above: twice the 32 MB L3 of the machine it was measured
+    # on (a result read back soon after is then not one that would have stayed cached).
+    LARGE_BYTES = 64 * 1024 * 1024
+    # Software prefetch distance: before a row is computed, the row starting this many bytes further on is
+    # requested, so its loads overlap the current row's arithmetic instead of stalling the next row's max pass.
+    PREFETCH_AHEAD_BYTES = 4096
     # Rows are staged in an L1 buffer of this many doubles (16 KiB); longer rows keep plain stores.
     STREAM_ROW_DOUBLES = 2048
     STREAM_ROW_BYTES = STREAM_ROW_DOUBLES * 8
@@ -74,3 +86,17 @@ cdef inline void stream_row(floating* dst, const floating* src, Py_ssize_t n) no
         stream_f32(dst, src, n)
     else:
         stream_f64(dst, src, n)
+
+
+cdef inline void prefetch_ahead(const floating* row, Py_ssize_t n, Py_ssize_t rs, Py_ssize_t rows_left) noexcept nogil:
+    """Prefetch n elements of the row PREFETCH_AHEAD_BYTES (rounded up to whole rows of stride rs) past `row`,
+    if that row is among the next rows_left - 1. The hardware prefetchers do not run that far ahead of a
+    kernel that spends most of a row's time in L1 (benchmarks/RESULTS.md, "Software prefetch")."""
+    cdef Py_ssize_t line = 64 // sizeof(floating)
+    cdef Py_ssize_t k = (PREFETCH_AHEAD_BYTES // sizeof(floating) + rs - 1) // rs
+    cdef Py_ssize_t i
+    if k >= rows_left:
+        return
+    row = row + k * rs
+    for i in range((n + line - 1) // line):
+        prefetch(row + i * line)
