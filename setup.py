@@ -16,6 +16,7 @@ Environment switches:
 """
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import sysconfig
@@ -53,6 +54,18 @@ if IS_X86_64 and not IS_MSVC:
                          "-mprefer-vector-width=512"]
 
 
+def c_compiler():
+    return shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
+
+
+def compiles(cmd):
+    """True if the compiler command succeeds (False if it fails or there is no compiler, e.g. for an sdist)."""
+    try:
+        return subprocess.run(cmd, capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
 def openmp_flags():
     """Return (compile, link) flags for OpenMP, or None when the compiler has no OpenMP."""
     if os.environ.get("FASTSOFTMAX_NO_OPENMP"):
@@ -63,15 +76,13 @@ def openmp_flags():
         candidates = [(["-Xpreprocessor", "-fopenmp"], ["-lomp"]), (["-fopenmp"], ["-fopenmp"])]
     else:
         candidates = [(["-fopenmp"], ["-fopenmp"])]
-    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
     src = "#include <omp.h>\nint main(void){\n#pragma omp parallel\n{}\nreturn omp_get_max_threads() < 1;}\n"
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "probe.c")
         with open(path, "w") as f:
             f.write(src)
         for cflags, ldflags in candidates:
-            cmd = cc.split() + cflags + [path, "-o", os.path.join(tmp, "probe")] + ldflags
-            if subprocess.run(cmd, capture_output=True).returncode == 0:
+            if compiles(c_compiler() + cflags + [path, "-o", os.path.join(tmp, "probe")] + ldflags):
                 return cflags, ldflags
     return None
 
@@ -80,14 +91,12 @@ def accepted(flags):
     """The subset of `flags` the C compiler accepts (gcc's --param options are unknown to clang)."""
     if IS_MSVC:
         return []
-    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "probe.c")
         with open(path, "w") as f:
             f.write("int main(void) { return 0; }\n")
         return [flag for flag in flags
-                if subprocess.run(cc.split() + ["-Werror", flag, "-c", path, "-o", os.path.join(tmp, "probe.o")],
-                                  capture_output=True).returncode == 0]
+                if compiles(c_compiler() + ["-Werror", flag, "-c", path, "-o", os.path.join(tmp, "probe.o")])]
 
 
 KERNEL_FLAGS = COMMON_FLAGS + accepted(INLINE_FLAGS)

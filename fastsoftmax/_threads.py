@@ -1,4 +1,6 @@
-"""One place decides how many threads a call uses."""
+"""The thread settings and the rule for a call's thread count. The rule is applied here for the general path
+(`resolve`) and, for the per-call fast paths, by the kernel module in C (`threads_for` in pyx/_kernels.pxi), from
+the settings `configure` pushes into it; tests/test_threads.py checks both paths against the same cases."""
 import operator
 
 from . import _dispatch

@@ -16,8 +16,7 @@ from _openmp_helpers cimport FSM_OPENMP_VERSION, omp_get_max_threads
 from _row_ops cimport (chunk_exp_sum, chunks_combine, exp_shifted_sum, log_shift_row, log_softmax_grad_row, row_dot,
                        row_max, scale_row, softmax_grad_row)
 from _simd_math cimport exp_shifted_
-from _memory cimport (LARGE_BYTES, PREFETCH_AHEAD_BYTES, STREAM_ROW_BYTES, STREAM_ROW_DOUBLES, prefetch_ahead,
-                     stream_fence, stream_row)
+from _memory cimport LARGE_BYTES, PREFETCH_AHEAD_BYTES, STREAM_ROW_BYTES, prefetch_ahead, stream_fence, stream_row
 from _strided_ops cimport GROUP, TILE_MAX, strided_backward_tile, strided_forward_tile
 
 cnp.import_array()
@@ -130,22 +129,27 @@ cdef void forward_rows_large(const floating* x, floating* out, Py_ssize_t first,
                              Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t x_rs, Py_ssize_t o_rs,
                              bint log_softmax, bint stream) noexcept nogil:
     """Rows first..stop-1 of an array of LARGE_BYTES or more (see _memory.pxd). Rows of up to
-    PREFETCH_AHEAD_BYTES are each preceded by a prefetch of a row further on (longer rows measured slower with
-    it: 1.03-1.09x on float64 rows of 1000). With stream, each row is computed into an L1 buffer and streamed to out, which is then written
-    once and never read (n_cols * sizeof(floating) <= STREAM_ROW_BYTES)."""
-    cdef double buf[STREAM_ROW_DOUBLES]
+    PREFETCH_AHEAD_BYTES, with a positive stride, are each preceded by a prefetch of a row further on (longer
+    rows measured slower with it: 1.03-1.09x on float64 rows of 1000). With stream, rows of up to
+    STREAM_ROW_BYTES are computed into an L1 buffer and streamed to out, which is then written once and never
+    read; without the buffer (out of memory) they keep plain stores."""
+    cdef Py_ssize_t row_bytes = n_cols * <Py_ssize_t>sizeof(floating)
+    cdef bint fetch = x_rs > 0 and row_bytes <= PREFETCH_AHEAD_BYTES
+    cdef floating* buf = NULL
     cdef Py_ssize_t r
-    cdef bint fetch = n_cols * <Py_ssize_t>sizeof(floating) <= PREFETCH_AHEAD_BYTES
+    if stream and row_bytes <= STREAM_ROW_BYTES:
+        buf = <floating*>malloc(row_bytes)
     for r in range(first, stop):
         if fetch:
             prefetch_ahead(x + r * x_rs, n_cols, x_rs, n_rows - r)
-        if stream:
-            three_pass_row(x + r * x_rs, <floating*>buf, n_cols, log_softmax)
-            stream_row(out + r * o_rs, <const floating*>buf, n_cols)
+        if buf != NULL:
+            three_pass_row(x + r * x_rs, buf, n_cols, log_softmax)
+            stream_row(out + r * o_rs, buf, n_cols)
         else:
             forward_row(x + r * x_rs, out + r * o_rs, n_cols, log_softmax)
-    if stream:
+    if buf != NULL:
         stream_fence()
+        free(buf)
 
 
 cdef void forward_rows(const floating* x, floating* out, Py_ssize_t n_rows, Py_ssize_t n_cols,
@@ -153,7 +157,8 @@ cdef void forward_rows(const floating* x, floating* out, Py_ssize_t n_rows, Py_s
     cdef Py_ssize_t r, t, per
     cdef bint large = (n_rows * n_cols * <Py_ssize_t>sizeof(floating) >= LARGE_BYTES
                        and n_cols <= CHUNKED_MIN_COLS)
-    cdef bint stream = large and n_threads > 1 and n_cols * <Py_ssize_t>sizeof(floating) <= STREAM_ROW_BYTES
+    # Streaming stores only where several threads share the memory bandwidth (see _memory.pxd).
+    cdef bint stream = large and n_threads > 1 and FSM_OPENMP_VERSION != 0
     if large:
         # One contiguous block of rows per thread (what schedule='static' gives), so each fences once.
         per = (n_rows + n_threads - 1) // n_threads

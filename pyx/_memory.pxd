@@ -76,9 +76,8 @@ cdef enum:
     # Software prefetch distance: before a row is computed, the row starting this many bytes further on is
     # requested, so its loads overlap the current row's arithmetic instead of stalling the next row's max pass.
     PREFETCH_AHEAD_BYTES = 4096
-    # Rows are staged in an L1 buffer of this many doubles (16 KiB); longer rows keep plain stores.
-    STREAM_ROW_DOUBLES = 2048
-    STREAM_ROW_BYTES = STREAM_ROW_DOUBLES * 8
+    # Rows are staged in an L1 buffer of at most this many bytes; longer rows keep plain stores.
+    STREAM_ROW_BYTES = 16 * 1024
 
 
 cdef inline void stream_row(floating* dst, const floating* src, Py_ssize_t n) noexcept nogil:
@@ -89,11 +88,12 @@ cdef inline void stream_row(floating* dst, const floating* src, Py_ssize_t n) no
 
 
 cdef inline void prefetch_ahead(const floating* row, Py_ssize_t n, Py_ssize_t rs, Py_ssize_t rows_left) noexcept nogil:
-    """Prefetch n elements of the row PREFETCH_AHEAD_BYTES (rounded up to whole rows of stride rs) past `row`,
-    if that row is among the next rows_left - 1. The hardware prefetchers do not run that far ahead of a
+    """Prefetch n elements of the row PREFETCH_AHEAD_BYTES (rounded up to whole rows of stride rs > 0) past
+    `row`, if that row is among the next rows_left - 1. The hardware prefetchers do not run that far ahead of a
     kernel that spends most of a row's time in L1 (benchmarks/RESULTS.md, "Software prefetch")."""
-    cdef Py_ssize_t line = 64 // sizeof(floating)
-    cdef Py_ssize_t k = (PREFETCH_AHEAD_BYTES // sizeof(floating) + rs - 1) // rs
+    cdef Py_ssize_t item = sizeof(floating)
+    cdef Py_ssize_t line = 64 // item
+    cdef Py_ssize_t k = (PREFETCH_AHEAD_BYTES // item + rs - 1) // rs
     cdef Py_ssize_t i
     if k >= rows_left:
         return

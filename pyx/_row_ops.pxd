@@ -108,8 +108,8 @@ cdef inline floating row_max(const floating* x, Py_ssize_t n, bint* wide, bint w
 
 cdef inline void exp_shifted_block(const floating* x, floating* dst, Py_ssize_t n,
                                    floating shift, bint exact) noexcept nogil:
-    """dst = exp(x - shift) for n <= SUM_BLOCK elements, as a plain loop (gcc vectorizes it with every constant
-    of exp hoisted into registers)."""
+    """dst = exp(x - shift) for n <= SUM_BLOCK elements. A plain loop on purpose: it is the form gcc vectorizes
+    with every constant of exp hoisted into registers (a loop nest over lanes re-broadcasts them per step)."""
     cdef Py_ssize_t i
     if exact:
         for i in range(n):
@@ -119,63 +119,30 @@ cdef inline void exp_shifted_block(const floating* x, floating* dst, Py_ssize_t 
             dst[i] = exp_shifted_(x[i], shift, False)
 
 
-cdef inline double lane_sum(const floating* v, Py_ssize_t n) noexcept nogil:
-    """sum(v[:n]), lane-wise."""
+cdef inline double lane_sum(const floating* v, floating* out, Py_ssize_t n) noexcept nogil:
+    """sum(v[:n]) lane-wise; with out != NULL, v is also copied to out (fused: v is read once, from L1)."""
     cdef Py_ssize_t lanes = LANES_F32 if floating is float else LANES_F64
     cdef floating acc[LANES]
-    cdef double total
+    cdef double total = 0.0
     cdef Py_ssize_t i, j, k, n_main = n - n % lanes
     for j in range(lanes):
         acc[j] = SUM_START
-    for k in range(n_main // lanes):
-        i = k * lanes
-        for j in range(lanes):
-            acc[j] += v[i + j]
+    if out != NULL:
+        for k in range(n_main // lanes):
+            i = k * lanes
+            for j in range(lanes):
+                out[i + j] = v[i + j]
+                acc[j] += v[i + j]
+        for i in range(n_main, n):
+            out[i] = v[i]
+    else:
+        for k in range(n_main // lanes):
+            i = k * lanes
+            for j in range(lanes):
+                acc[j] += v[i + j]
     total = fold_sum(acc)
     for i in range(n_main, n):
         total += v[i]
-    return total
-
-
-cdef enum:
-    # Partial sums of the fused float32 exp + sum loop: one AVX2 vector (gcc's AVX-512 code unrolls it to zmm).
-    EXP_LANES_F32 = 8
-
-
-cdef inline double exp_sum_block(const floating* x, floating* dst, Py_ssize_t n, floating shift,
-                                 bint exact) noexcept nogil:
-    """dst = exp(x - shift) for n <= SUM_BLOCK elements, and their sum. float32 does both in one pass, a body
-    over one vector of lanes that gcc vectorizes with exp's constants hoisted (with 32 lanes it re-broadcast them
-    per step): 3-13% faster than an exp loop then a summing pass over dst on rows of 128-1000. float64 keeps the
-    two loops, which measured 1-5% faster for it than fusing with 4 lanes, and 12-20% faster than with 8
-    (benchmarks/RESULTS.md)."""
-    cdef float acc[EXP_LANES_F32]
-    cdef floating e
-    cdef double total = 0.0
-    cdef Py_ssize_t i, j, k, n_main = n - n % EXP_LANES_F32
-    if floating is double:
-        exp_shifted_block(x, dst, n, shift, exact)
-        return lane_sum(dst, n)
-    for j in range(EXP_LANES_F32):
-        acc[j] = SUM_START
-    if exact:
-        for k in range(n_main // EXP_LANES_F32):
-            for j in range(EXP_LANES_F32):
-                e = exp_shifted_(x[k * EXP_LANES_F32 + j], shift, True)
-                dst[k * EXP_LANES_F32 + j] = e
-                acc[j] += e
-    else:
-        for k in range(n_main // EXP_LANES_F32):
-            for j in range(EXP_LANES_F32):
-                e = exp_shifted_(x[k * EXP_LANES_F32 + j], shift, False)
-                dst[k * EXP_LANES_F32 + j] = e
-                acc[j] += e
-    for i in range(n_main, n):
-        e = exp_shifted_(x[i], shift, exact)
-        dst[i] = e
-        total += e
-    for j in range(EXP_LANES_F32):
-        total += acc[j]
     return total
 
 
@@ -186,14 +153,12 @@ cdef inline double exp_shifted_sum_buffered(const floating* x, floating* out, Py
     row down the scalar path)."""
     cdef floating buf[SUM_BLOCK]
     cdef double total = 0.0
-    cdef Py_ssize_t blk, start, length, i
+    cdef Py_ssize_t blk, start, length
     for blk in range((n + SUM_BLOCK - 1) // SUM_BLOCK):
         start = blk * SUM_BLOCK
         length = min(SUM_BLOCK, n - start)
-        total += exp_sum_block(x + start, buf, length, shift, exact)
-        if store:
-            for i in range(length):
-                out[start + i] = buf[i]
+        exp_shifted_block(x + start, buf, length, shift, exact)
+        total += lane_sum(buf, out + start if store else NULL, length)
     return total
 
 
@@ -202,15 +167,17 @@ cdef inline double exp_shifted_sum(const floating* x, floating* out, Py_ssize_t 
     """Sum of exp(x[i] - shift) (every x[i] - shift <= 0 or NaN), in SUM_BLOCK pieces whose lane-wise sums are
     flushed into a double (so 200 000-element float32 rows stay accurate). With store, exp(x[i] - shift) is also
     written to out[i]. exact: carry x - shift's rounding error (see row_max). The common case (softmax into
-    another buffer) stores and sums in one pass, in a function small enough for gcc to inline; the other cases
-    go through exp_shifted_sum_buffered."""
+    another buffer) writes exp straight to out and stays small enough for gcc to inline (5-10% on short rows,
+    measured); the other cases go through exp_shifted_sum_buffered."""
     cdef double total = 0.0
-    cdef Py_ssize_t blk, start
+    cdef Py_ssize_t blk, start, length
     if not store or <const floating*>out == x:
         return exp_shifted_sum_buffered(x, out, n, shift, store, exact)
     for blk in range((n + SUM_BLOCK - 1) // SUM_BLOCK):
         start = blk * SUM_BLOCK
-        total += exp_sum_block(x + start, out + start, min(SUM_BLOCK, n - start), shift, exact)
+        length = min(SUM_BLOCK, n - start)
+        exp_shifted_block(x + start, out + start, length, shift, exact)
+        total += lane_sum(out + start, NULL, length)
     return total
 
 

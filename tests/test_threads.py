@@ -240,6 +240,29 @@ def test_streamed_results_match_one_thread(dtype, n_cols):
                     np.float32 else 1e-13, atol=0)
 
 
+
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_large_arrays_with_zero_or_negative_row_strides(num_threads):
+    """Arrays past the large-array threshold take the prefetching path, which steps ahead by the row stride: a
+    broadcast input (stride 0) and a reversed one (negative stride) must still compute (a division by the stride
+    once crashed the process with SIGFPE)."""
+    n_cols = 1000
+    n_rows = _dispatch.kernels.build_info()["large_bytes"] // (n_cols * 4) + 7
+    row = (np.random.default_rng(10).standard_normal(n_cols) * 4).astype(np.float32)
+    expected = reference("softmax", row[None, :], -1)[0]
+    broadcast = np.broadcast_to(row, (n_rows, n_cols))
+    result = softmax(broadcast, num_threads=num_threads)
+    assert_allclose(result[::max(1, n_rows // 50)], np.broadcast_to(expected, result[::max(1, n_rows // 50)].shape),
+                    rtol=4e-6, atol=0)
+    assert (result == result[0]).all()
+    x = np.empty((n_rows, n_cols), np.float32)
+    x[:] = row
+    x[1::2] = row[::-1]
+    reversed_rows = x[::-1]
+    result = log_softmax(reversed_rows, num_threads=num_threads)
+    assert_array_equal(result, log_softmax(np.ascontiguousarray(reversed_rows), num_threads=num_threads))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Concurrent calls from Python threads
 # ---------------------------------------------------------------------------------------------------------
