@@ -156,7 +156,7 @@ def _forward(x, axis, out, dtype, num_threads, log_softmax):
         return result if out is None else _copy_into(_check_out(out, (), res), result)
     axes = _axes(axis, arr.ndim)
     out = _check_out(out, arr.shape, res)
-    n_threads = _threads.resolve(num_threads, arr.size)
+    n_threads = _threads.requested(num_threads)
     arr = _prepare(arr, comp)
     target = out if out is not None else np.empty(arr.shape, res)
     if target.size == 0:
@@ -175,7 +175,7 @@ def _copy_into(out, value):
 
 def _backward(grad_output, output, axis, out, num_threads, log_softmax):
     if out is None:  # the per-call fast path for plain arrays (see lastaxis_backward)
-        n = 0 if num_threads is None else _threads.check_count(num_threads, "num_threads")
+        n = 0 if num_threads is None else _threads.requested(num_threads)  # inline: see softmax
         result = _k.lastaxis_backward(grad_output, output, axis, log_softmax, n)
         if result is not None:
             return result
@@ -192,7 +192,7 @@ def _backward(grad_output, output, axis, out, num_threads, log_softmax):
         return result if out is None else _copy_into(_check_out(out, (), res), result)
     axes = _axes(axis, g.ndim)
     out = _check_out(out, g.shape, res)
-    n_threads = _threads.resolve(num_threads, g.size)
+    n_threads = _threads.requested(num_threads)
     g = _prepare(g, comp)
     y = _prepare(y, comp)
     target = out if out is not None else np.empty(g.shape, res)
@@ -263,8 +263,8 @@ def softmax(x, axis=-1, *, out=None, dtype=None, num_threads=None):
            [0.5 , 0.75]])
     """
     if out is None and dtype is None:  # the per-call fast path for plain arrays (see lastaxis)
-        n = 0 if num_threads is None else _threads.check_count(num_threads, "num_threads")
-        result = _k.lastaxis(x, axis, False, n)
+        # (num_threads is None inline: a function call would be 4% of a 1 us call)
+        result = _k.lastaxis(x, axis, False, 0 if num_threads is None else _threads.requested(num_threads))
         if result is not None:
             return result
     return _forward(x, axis, out, dtype, num_threads, False)
@@ -311,8 +311,8 @@ def log_softmax(x, axis=-1, *, out=None, dtype=None, num_threads=None):
     array([-2.40760596, -1.40760596, -0.40760596])
     """
     if out is None and dtype is None:  # the per-call fast path for plain arrays (see lastaxis)
-        n = 0 if num_threads is None else _threads.check_count(num_threads, "num_threads")
-        result = _k.lastaxis(x, axis, True, n)
+        # (num_threads is None inline: a function call would be 4% of a 1 us call)
+        result = _k.lastaxis(x, axis, True, 0 if num_threads is None else _threads.requested(num_threads))
         if result is not None:
             return result
     return _forward(x, axis, out, dtype, num_threads, True)

@@ -1,6 +1,5 @@
-"""The thread settings and the rule for a call's thread count. The rule is applied here for the general path
-(`resolve`) and, for the per-call fast paths, by the kernel module in C (`threads_for` in pyx/_kernels.pxi), from
-the settings `configure` pushes into it; tests/test_threads.py checks both paths against the same cases."""
+"""The thread settings. The rule for a call's thread count is applied by the kernel module, in C (`threads_for` in
+pyx/_kernels.pxi), from the settings `configure` pushes into it, so that the per-call fast paths need no Python."""
 import operator
 
 from . import _dispatch
@@ -87,15 +86,11 @@ def get_num_threads():
     return _dispatch.kernels.default_threads_now()
 
 
-def resolve(num_threads, n_elements):
-    """Threads for one call on `n_elements` elements: the argument if given, else the default; 1 below
-    PARALLEL_MIN_ELEMENTS. The kernels further clamp it to the number of independent work items.
-    (The fast paths apply the same rule in C: threads_for in pyx/_kernels.pxi.)"""
-    if num_threads is not None:
-        num_threads = check_count(num_threads, "num_threads")
-    if n_elements < PARALLEL_MIN_ELEMENTS:
-        return 1
-    return num_threads if num_threads is not None else get_num_threads()
+def requested(num_threads):
+    """A call's num_threads= argument as the kernels take it: 0 for None (the default), else a validated count.
+    The kernels turn it into the call's thread count (threads_for in pyx/_kernels.pxi): 1 below
+    PARALLEL_MIN_ELEMENTS, else the argument or the default, clamped to the number of independent work items."""
+    return 0 if num_threads is None else check_count(num_threads, "num_threads")
 
 
 configure(_dispatch.kernels)

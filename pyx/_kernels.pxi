@@ -391,27 +391,29 @@ cdef bint writable_alongside(Layout* dst, cnp.ndarray out, Layout* src, cnp.ndar
 # Entry points for fastsoftmax._api (Python objects in, GIL released around all numeric work)
 # ------------------------------------------------------------------------------------------------------------
 
-def forward_axes(cnp.ndarray x, cnp.ndarray out, int first, int last, bint log_softmax, int n_threads):
+def forward_axes(cnp.ndarray x, cnp.ndarray out, int first, int last, bint log_softmax, int num_threads):
     """softmax / log_softmax of x over axes first..last into out, straight from their strides. x and out: the
-    same shape and the same aligned, native float32/float64 dtype (checked by the caller). Returns False,
-    having done nothing, when a layout needs a copy or out partly overlaps x; the caller then copies."""
+    same shape and the same aligned, native float32/float64 dtype (checked by the caller); num_threads: a
+    validated count, or 0 for the default (see threads_for). Returns False, having done nothing, when a layout
+    needs a copy or out partly overlaps x; the caller then copies."""
     cdef Layout lx, lo
     if not (layout_of(x, first, last, &lx) and layout_of(out, first, last, &lo)
             and writable_alongside(&lo, out, &lx, x)):
         return False
-    forward_arrays(x, out, lx.outer, lx.K, lx.inner, lx.so, lx.sk, lo.so, lo.sk, log_softmax, n_threads)
+    forward_arrays(x, out, lx.outer, lx.K, lx.inner, lx.so, lx.sk, lo.so, lo.sk, log_softmax,
+                   threads_for(cnp.PyArray_SIZE(x), num_threads))
     return True
 
 
 def backward_axes(cnp.ndarray g, cnp.ndarray y, cnp.ndarray out, int first, int last, bint log_softmax,
-                  int n_threads):
+                  int num_threads):
     """The vector-Jacobian product over axes first..last, straight from the strides; False as forward_axes."""
     cdef Layout lg, ly, lo
     if not (layout_of(g, first, last, &lg) and layout_of(y, first, last, &ly) and layout_of(out, first, last, &lo)
             and writable_alongside(&lo, out, &lg, g) and writable_alongside(&lo, out, &ly, y)):
         return False
     backward_arrays(g, y, out, lg.outer, lg.K, lg.inner, lg.so, lg.sk, ly.so, ly.sk, lo.so, lo.sk, log_softmax,
-                    n_threads)
+                    threads_for(cnp.PyArray_SIZE(g), num_threads))
     return True
 
 

@@ -69,14 +69,12 @@ cdef inline void strided_forward_tile(const floating* x, floating* out, Py_ssize
     for blk in range((K + K_BLOCK - 1) // K_BLOCK):
         k0 = blk * K_BLOCK
         k1 = min(k0 + K_BLOCK, K)
+        for j in range(w):
+            part[j] = 0
         if not exact:   # the common case: no wide column in the tile, one fast loop over all its columns
-            for j in range(w):
-                part[j] = 0
             for k in range(k0, k1):
                 exp_tile_rows(x + k * xs, out + k * os, col_max, part, 0, w, log_softmax, False)
         else:
-            for j in range(w):
-                part[j] = 0
             for g in range((w + GROUP - 1) // GROUP):
                 j0 = g * GROUP
                 j1 = min(j0 + GROUP, w)
