@@ -271,6 +271,38 @@ def test_float32_column_of_200000():
     assert_f32_softmax_accurate(softmax(x, axis=0), x, 0)
 
 
+def kernel_exp(d):
+    """exp(d) as the kernels compute it, read through softmax: in a row [0, d] whose exp(d) is below half an ulp
+    of 1 (d < -19 in float32, d < -38 in float64) the row sum rounds to 1, so the second output is exp(d) * 1."""
+    x = np.zeros((d.size, 2), dtype=d.dtype)
+    x[:, 1] = d
+    return softmax(x)[:, 1]
+
+
+def ulp_error(y, exact, dtype):
+    """|y - exact| in units of the spacing at exact (rounded to dtype)."""
+    return np.abs(y.astype(np.float64) - exact) / np.spacing(exact.astype(dtype)).astype(np.float64)
+
+
+def test_float32_exp_within_2_ulp():
+    """The float32 exp the kernels use is within 2 ulp. A million arguments evenly spread over the float32 bit
+    patterns of [-87, -19], which covers the reduced range |r| <= ln2/2 thousands of times over (2**n scaling is
+    exact); float64 exp is the reference (its own error is ~1e-16, far below a float32 ulp)."""
+    bits = np.linspace(np.float32(-19.0).view(np.uint32), np.float32(-87.0).view(np.uint32), 1_000_000)
+    d = bits.astype(np.uint32).view(np.float32)
+    err = ulp_error(kernel_exp(d), np.exp(d.astype(np.float64)), np.float32)
+    assert err.max() <= 2.0, (err.max(), d[err.argmax()])
+
+
+def test_float64_exp_within_2_ulp():
+    """The float64 exp against 50-digit mpmath on [-708, -38] (normal results; see kernel_exp for the range)."""
+    d = np.random.default_rng(12).uniform(-708.0, -38.0, 3000)
+    with mpmath.workdps(50):
+        exact = np.array([float(mpmath.exp(mpmath.mpf(float(v)))) for v in d])
+    err = ulp_error(kernel_exp(d), exact, np.float64)
+    assert err.max() <= 2.0, (err.max(), d[err.argmax()])
+
+
 def test_equal_logits_give_one_over_n():
     """n equal float32 logits give 1/n each, rounded to float32, for many n (short, long, odd lengths)."""
     for n in [1, 2, 3, 7, 31, 32, 33, 1000, 4097, 40000]:
