@@ -38,7 +38,8 @@ cdef enum:
 
 
 # expm1(r) on the reduced range |r| <= ln2/2 as r + r^2 g(r), g a Chebyshev fit (mpmath) of (expm1(r) - r) / r^2:
-# degree 4 for float32 (exp within 1.003 ulp over [-104, 0], emulated), degree 9 for float64 (0.79 ulp).
+# degree 4 for float32 (exp within 1.003 ulp over [-104, 0], emulated), degree 9 for float64 (1 ulp against mpmath,
+# tests/test_values.py).
 cdef inline float expm1_reduced_f32(float r) noexcept nogil:
     cdef float g = <float>1.392617589e-03
     g = g * r + <float>8.363173343e-03
@@ -49,17 +50,19 @@ cdef inline float expm1_reduced_f32(float r) noexcept nogil:
 
 
 cdef inline double expm1_reduced_f64(double r) noexcept nogil:
-    cdef double g = 2.5100375832561234e-08
-    g = g * r + 2.7620075879983367e-07
-    g = g * r + 2.7557268480310024e-06
-    g = g * r + 2.4801521322368692e-05
-    g = g * r + 0.00019841269863040545
-    g = g * r + 0.0013888888917196719
-    g = g * r + 0.008333333333330065
-    g = g * r + 0.041666666666624164
-    g = g * r + 0.16666666666666669
-    g = g * r + 0.5000000000000001
-    return (r * r) * g + r
+    # Estrin's scheme rather than Horner's: the same 9 FMAs plus one multiply (r**4), but 4 dependent steps
+    # instead of 9. A 9-FMA Horner chain is ~40 cycles of latency per vector, more than the out-of-order window
+    # overlaps across iterations, so the float64 exp loop ran below its FMA throughput. Measured: 3-7% faster on
+    # float64 rows in cache, unchanged on arrays bound by memory.
+    cdef double r2 = r * r
+    cdef double r4 = r2 * r2
+    cdef double p01 = 0.16666666666666669 * r + 0.5000000000000001
+    cdef double p23 = 0.008333333333330065 * r + 0.041666666666624164
+    cdef double p45 = 0.00019841269863040545 * r + 0.0013888888917196719
+    cdef double p67 = 2.7557268480310024e-06 * r + 2.4801521322368692e-05
+    cdef double p89 = 2.5100375832561234e-08 * r + 2.7620075879983367e-07
+    cdef double g = (p01 + r2 * p23) + r4 * ((p45 + r2 * p67) + r4 * p89)
+    return r2 * g + r
 
 
 # exp(x) for float32, within ~1 ulp (1.003 ulp max over [-104, 0] against float64, emulated in NumPy float32
@@ -88,7 +91,7 @@ cdef inline float exp_f32(float x) noexcept nogil:
     return (p * s1) * s2
 
 
-# exp(x) for float64, within ~1 ulp (0.79 ulp on the reduced range): same scheme, degree-11 polynomial
+# exp(x) for float64, within ~1 ulp: same scheme, degree-11 polynomial
 # (g of degree 9, fitted like the float32 one). exp(-746) rounds to exactly 0,
 # exp(710) to +inf; subnormal results (down to exp(-745)) are correctly scaled.
 cdef inline double exp_f64(double x) noexcept nogil:
@@ -123,7 +126,7 @@ cdef inline floating exp_(floating x) noexcept nogil:
 #
 # float32 results smaller than the smallest normal (1.18e-38) are flushed to 0: that keeps 2**n a single
 # normal power of two and costs ~15 vector operations per 8 elements (ONNX Runtime and XNNPACK flush the
-# same way). Softmax accuracy is specified for outputs above 1e-37, which this keeps within 1 ulp of exp.
+# same way). Softmax accuracy is specified for outputs above 1e-37, which this keeps within 1.05 ulp of exp.
 cdef inline float exp_reduced_f32(float d, float neg_err) noexcept nogil:
     # 1.5 * 2**23 + 127: after the add, the low mantissa bits hold round(d / ln2) + 127, the biased exponent of
     # 2**n; shifting them into the exponent field gives that power of two.
