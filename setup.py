@@ -45,6 +45,11 @@ COMMON_FLAGS = [] if IS_MSVC else ["-O3", "-fno-math-errno", "-fno-trapping-math
 # call in its own loops, which went scalar, 3-4x slower. A larger budget keeps them inlined however the module
 # grows (timings unchanged otherwise, measured); tests/test_simd.py checks that no out-of-line copy is left.
 INLINE_FLAGS = ["--param=inline-unit-growth=1000"]
+# Every loop starts on a 64-byte boundary (the size of a cache line and of a decoded-op cache line). The float32
+# loops are short, so where they start decides how many lines each iteration is fetched from; with gcc's default
+# (pad only up to 10 bytes) an edit to the float64 code alone moved them and made float32 rows 4-12% slower
+# (A/B of identical float32 instructions). With 64-byte alignment that build measured as fast as before.
+LAYOUT_FLAGS = ["-falign-loops=64"]
 TARGETS = {"baseline": []}
 if IS_X86_64 and not IS_MSVC:
     TARGETS["avx2"] = ["-mavx2", "-mfma"]
@@ -99,7 +104,7 @@ def accepted(flags):
                 if compiles(c_compiler() + ["-Werror", flag, "-c", path, "-o", os.path.join(tmp, "probe.o")])]
 
 
-KERNEL_FLAGS = COMMON_FLAGS + accepted(INLINE_FLAGS)
+KERNEL_FLAGS = COMMON_FLAGS + accepted(INLINE_FLAGS + LAYOUT_FLAGS)
 OPENMP = openmp_flags()
 if OPENMP is None:
     why = ("FASTSOFTMAX_NO_OPENMP is set" if os.environ.get("FASTSOFTMAX_NO_OPENMP")
