@@ -16,7 +16,8 @@ from _openmp_helpers cimport FSM_OPENMP_VERSION, omp_get_max_threads
 from _row_ops cimport (chunk_exp_sum, chunks_combine, exp_shifted_sum, log_shift_row, log_softmax_grad_row, row_dot,
                        row_max, scale_row, softmax_grad_row)
 from _simd_math cimport exp_shifted_
-from _memory cimport LARGE_BYTES, PREFETCH_AHEAD_BYTES, STREAM_ROW_BYTES, prefetch_ahead, stream_fence, stream_row
+from _memory cimport (FETCH_MIN_BYTES, LARGE_BYTES, PREFETCH_AHEAD_BYTES, STREAM_ROW_BYTES, prefetch_ahead, stream_fence,
+                      stream_row)
 from _strided_ops cimport GROUP, TILE_MAX, strided_backward_tile, strided_forward_tile
 
 cnp.import_array()
@@ -102,12 +103,13 @@ cdef inline void forward_row_chunked(const floating* x, floating* out, Py_ssize_
         chunk_finish(x + start, out + start, min(length, n - start), tops[c], row_top, row_sum, log_softmax)
 
 
-cdef inline void three_pass_row(const floating* x, floating* dst, Py_ssize_t n, bint log_softmax) noexcept nogil:
+cdef inline void three_pass_row(const floating* x, floating* dst, Py_ssize_t n, bint log_softmax,
+                                bint fetch) noexcept nogil:
     """The three passes over one row that fits in cache (max; exp(x - max) stored for softmax and summed;
-    scale or shift), the result written to dst."""
+    scale or shift), the result written to dst. fetch: prefetch ahead during the max pass (see row_max)."""
     cdef bint wide
     # float64 rounds x - max once, as any float64 reference does (<= 5.7e-14 of the 1e-13 budget): no range test
-    cdef floating row_top = row_max(x, n, &wide, floating is float)
+    cdef floating row_top = row_max(x, n, &wide, floating is float, fetch)
     cdef double total
     if log_softmax:
         total = exp_shifted_sum(x, dst, n, row_top, False, wide)
@@ -117,12 +119,14 @@ cdef inline void three_pass_row(const floating* x, floating* dst, Py_ssize_t n, 
         scale_row(dst, n, <floating>(1.0 / total))
 
 
-cdef inline void forward_row(const floating* x, floating* out, Py_ssize_t n, bint log_softmax) noexcept nogil:
-    """One row: the three passes while the row fits in cache, the chunked two passes beyond."""
+cdef inline void forward_row(const floating* x, floating* out, Py_ssize_t n, bint log_softmax,
+                             bint fetch) noexcept nogil:
+    """One row: the three passes while the row fits in cache, the chunked two passes beyond (whose long rows the
+    hardware prefetchers follow: fetch applies to the three passes only)."""
     if n > CHUNKED_MIN_COLS:
         forward_row_chunked(x, out, n, log_softmax)
     else:
-        three_pass_row(x, out, n, log_softmax)
+        three_pass_row(x, out, n, log_softmax, fetch)
 
 
 cdef void forward_rows_large(const floating* x, floating* out, Py_ssize_t first, Py_ssize_t stop,
@@ -143,10 +147,10 @@ cdef void forward_rows_large(const floating* x, floating* out, Py_ssize_t first,
         if fetch:
             prefetch_ahead(x + r * x_rs, n_cols, x_rs, n_rows - r)
         if buf != NULL:
-            three_pass_row(x + r * x_rs, buf, n_cols, log_softmax)
+            three_pass_row(x + r * x_rs, buf, n_cols, log_softmax, False)
             stream_row(out + r * o_rs, buf, n_cols)
         else:
-            forward_row(x + r * x_rs, out + r * o_rs, n_cols, log_softmax)
+            forward_row(x + r * x_rs, out + r * o_rs, n_cols, log_softmax, False)
     if buf != NULL:
         stream_fence()
         free(buf)
@@ -159,6 +163,9 @@ cdef void forward_rows(const floating* x, floating* out, Py_ssize_t n_rows, Py_s
                        and n_cols <= CHUNKED_MIN_COLS)
     # Streaming stores only where several threads share the memory bandwidth (see _memory.pxd).
     cdef bint stream = large and n_threads > 1 and FSM_OPENMP_VERSION != 0
+    # Below that size, contiguous rows out of L2 prefetch a row or more ahead from their max pass.
+    cdef bint fetch = (not large and x_rs == n_cols
+                       and n_rows * n_cols * <Py_ssize_t>sizeof(floating) >= FETCH_MIN_BYTES)
     if large:
         # One contiguous block of rows per thread (what schedule='static' gives), so each fences once.
         per = (n_rows + n_threads - 1) // n_threads
@@ -170,10 +177,10 @@ cdef void forward_rows(const floating* x, floating* out, Py_ssize_t n_rows, Py_s
                                    x_rs, o_rs, log_softmax, stream)
     elif n_threads <= 1:
         for r in range(n_rows):
-            forward_row(x + r * x_rs, out + r * o_rs, n_cols, log_softmax)
+            forward_row(x + r * x_rs, out + r * o_rs, n_cols, log_softmax, fetch)
     else:
         for r in prange(n_rows, schedule='static', num_threads=n_threads):
-            forward_row(x + r * x_rs, out + r * o_rs, n_cols, log_softmax)
+            forward_row(x + r * x_rs, out + r * o_rs, n_cols, log_softmax, fetch)
 
 
 cdef int forward_split_rows(const floating* x, floating* out, Py_ssize_t n_rows, Py_ssize_t n_cols,

@@ -311,6 +311,19 @@ def test_equal_logits_give_one_over_n():
         assert_allclose(log_softmax(np.full(n, -7.0, np.float32)), -np.log(n), rtol=F32_RTOL)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fn", [softmax, log_softmax])
+def test_arrays_that_prefetch_match_single_rows(dtype, fn):
+    """Contiguous arrays of 2 MiB or more prefetch ahead from the max pass (pyx/_memory.pxd): prefetching is only a
+    hint, so every row must come out bitwise as the same row computed alone, at one thread and at two."""
+    x = (np.random.default_rng(13).standard_normal((1100, 600)) * 4).astype(dtype)
+    assert x.nbytes >= 2 * 1024 * 1024
+    rows = [0, 1, 549, 1098, 1099]
+    expected = np.stack([fn(x[r]) for r in rows])
+    for threads in (1, 2):
+        assert_array_equal(fn(x, num_threads=threads)[rows], expected)
+
+
 def test_fast_path_and_general_path_agree_bitwise():
     """Small last-axis calls take a per-call fast path; the general path (taken with out=) gives the same bits."""
     x = np.random.default_rng(8).standard_normal((50, 123)).astype(np.float32)
