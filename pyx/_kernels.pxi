@@ -138,13 +138,13 @@ cdef void forward_rows_large(const floating* x, floating* out, Py_ssize_t first,
     STREAM_ROW_BYTES are computed into an L1 buffer and streamed to out, which is then written once and never
     read; without the buffer (out of memory) they keep plain stores."""
     cdef Py_ssize_t row_bytes = n_cols * <Py_ssize_t>sizeof(floating)
-    cdef bint fetch = x_rs > 0 and row_bytes <= PREFETCH_AHEAD_BYTES
+    cdef bint burst = x_rs > 0 and row_bytes <= PREFETCH_AHEAD_BYTES
     cdef floating* buf = NULL
     cdef Py_ssize_t r
     if stream and row_bytes <= STREAM_ROW_BYTES:
         buf = <floating*>malloc(row_bytes)
     for r in range(first, stop):
-        if fetch:
+        if burst:
             prefetch_ahead(x + r * x_rs, n_cols, x_rs, n_rows - r)
         if buf != NULL:
             three_pass_row(x + r * x_rs, buf, n_cols, log_softmax, False)

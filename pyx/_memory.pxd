@@ -16,6 +16,7 @@
 # thing Cython cannot say is "store this vector non-temporally", hence the intrinsics below, at the vector width
 # the module is compiled for (on other targets stream_row is a plain copy: results never depend on it).
 from cython cimport floating
+from libc.stdint cimport uintptr_t
 
 cdef extern from *:
     """
@@ -114,7 +115,8 @@ cdef inline void fetch_ahead(const floating* p) noexcept nogil:
     the loop, not issued as one burst per row (prefetch_ahead). A/B: 1.05-1.24x faster on 4-16 MB float32 arrays
     of rows of 512-1000 at one thread (4096x1000 itself unchanged), 1.06-1.13x at two threads, 1.02-1.07x on
     float64 4096x1000; arrays of 1 MB or less lost 1-3% with it, hence FETCH_MIN_BYTES (benchmarks/RESULTS.md,
-    "Software prefetch"). Prefetching past the end of an array is harmless: prefetches never fault."""
-    cdef const char* at = <const char*>p + FETCH_AHEAD_BYTES
-    prefetch(at)
-    prefetch(at + 64)
+    "Software prefetch"). Past the end of an array it is harmless (prefetches never fault); the address is formed
+    as an integer because a pointer that far past an array is undefined in C."""
+    cdef uintptr_t at = <uintptr_t>p + FETCH_AHEAD_BYTES
+    prefetch(<const void*>at)
+    prefetch(<const void*>(at + 64))
