@@ -45,8 +45,8 @@ COMMON_FLAGS = [] if IS_MSVC else ["-O3", "-fno-math-errno", "-fno-trapping-math
 # call in its own loops, which went scalar, 3-4x slower. A larger budget keeps them inlined however the module
 # grows (timings unchanged otherwise, measured); tests/test_simd.py checks that no out-of-line copy is left.
 INLINE_FLAGS = ["--param=inline-unit-growth=1000"]
-# Every loop starts on a 64-byte boundary (the size of a cache line and of a decoded-op cache line). The float32
-# loops are short, so where they start decides how many lines each iteration is fetched from; with gcc's default
+# Every loop starts on a 64-byte boundary (a cache line; decoded-op caches fetch in 32- or 64-byte windows). The
+# float32 loops are short, so where they start decides how many lines each iteration is fetched from; with gcc's default
 # (pad only up to 10 bytes) an edit to the float64 code alone moved them and made float32 rows 4-12% slower
 # (A/B of identical float32 instructions). With 64-byte alignment that build measured as fast as before.
 LAYOUT_FLAGS = ["-falign-loops=64"]
@@ -93,7 +93,8 @@ def openmp_flags():
 
 
 def accepted(flags):
-    """The subset of `flags` the C compiler accepts (gcc's --param options are unknown to clang)."""
+    """The subset of `flags` the C compiler accepts (gcc's --param options are unknown to clang; older compilers may
+    not know -falign-loops)."""
     if IS_MSVC:
         return []
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,8 +16,8 @@ from _openmp_helpers cimport FSM_OPENMP_VERSION, omp_get_max_threads
 from _row_ops cimport (chunk_exp_sum, chunks_combine, exp_shifted_sum, log_shift_row, log_softmax_grad_row, row_dot,
                        row_max, scale_row, softmax_grad_row)
 from _simd_math cimport exp_shifted_
-from _memory cimport (FETCH_MIN_BYTES, LARGE_BYTES, PREFETCH_AHEAD_BYTES, STREAM_ROW_BYTES, prefetch_ahead, stream_fence,
-                      stream_row)
+from _memory cimport (FETCH_AHEAD_BYTES, FETCH_MIN_BYTES, LARGE_BYTES, PREFETCH_AHEAD_BYTES, STREAM_ROW_BYTES,
+                      prefetch_ahead, stream_fence, stream_row)
 from _strided_ops cimport GROUP, TILE_MAX, strided_backward_tile, strided_forward_tile
 
 cnp.import_array()
@@ -163,8 +163,10 @@ cdef void forward_rows(const floating* x, floating* out, Py_ssize_t n_rows, Py_s
                        and n_cols <= CHUNKED_MIN_COLS)
     # Streaming stores only where several threads share the memory bandwidth (see _memory.pxd).
     cdef bint stream = large and n_threads > 1 and FSM_OPENMP_VERSION != 0
-    # Below that size, contiguous rows out of L2 prefetch a row or more ahead from their max pass.
+    # Below that size, contiguous rows out of L2 prefetch a row or more ahead from their max pass (rows of up to
+    # FETCH_AHEAD_BYTES: longer ones would prefetch within themselves, which was not measured).
     cdef bint fetch = (not large and x_rs == n_cols
+                       and n_cols * <Py_ssize_t>sizeof(floating) <= FETCH_AHEAD_BYTES
                        and n_rows * n_cols * <Py_ssize_t>sizeof(floating) >= FETCH_MIN_BYTES)
     if large:
         # One contiguous block of rows per thread (what schedule='static' gives), so each fences once.

@@ -80,8 +80,8 @@ cdef enum:
     PREFETCH_AHEAD_BYTES = 4096
     # Rows are staged in an L1 buffer of at most this many bytes; longer rows keep plain stores.
     STREAM_ROW_BYTES = 16 * 1024
-    # Below LARGE_BYTES, arrays of contiguous rows from FETCH_MIN_BYTES up (four times a 512 KiB L2) prefetch
-    # FETCH_AHEAD_BYTES ahead from inside the max pass instead (see fetch_ahead).
+    # Below LARGE_BYTES, arrays of contiguous rows of up to FETCH_AHEAD_BYTES, from FETCH_MIN_BYTES up (four times
+    # a 512 KiB L2), prefetch FETCH_AHEAD_BYTES ahead from inside the max pass instead (see fetch_ahead).
     FETCH_MIN_BYTES = 2 * 1024 * 1024
     FETCH_AHEAD_BYTES = 8192
 
@@ -110,13 +110,14 @@ cdef inline void prefetch_ahead(const floating* row, Py_ssize_t n, Py_ssize_t rs
 
 cdef inline void fetch_ahead(const floating* p) noexcept nogil:
     """Prefetch the two cache lines FETCH_AHEAD_BYTES past p, from a loop that reads 128 bytes per step (the max
-    pass): with contiguous rows that is a row or more ahead, which then arrives while the current row is in its
-    exp and scale passes, where the hardware prefetchers, stopped at the page end, do not run ahead. Spread over
-    the loop, not issued as one burst per row (prefetch_ahead). A/B: 1.05-1.24x faster on 4-16 MB float32 arrays
-    of rows of 512-1000 at one thread (4096x1000 itself unchanged), 1.06-1.13x at two threads, 1.02-1.07x on
-    float64 4096x1000; arrays of 1 MB or less lost 1-3% with it, hence FETCH_MIN_BYTES (benchmarks/RESULTS.md,
-    "Software prefetch"). Past the end of an array it is harmless (prefetches never fault); the address is formed
-    as an integer because a pointer that far past an array is undefined in C."""
+    pass): with contiguous rows of up to that size it is a row or more ahead, which then arrives while the current
+    row is in its exp and scale passes, where the hardware prefetchers, stopped at the page end, do not run ahead
+    (rows shorter than one step, 32 floats or 16 doubles, are not prefetched: their max pass has no such step).
+    Spread over the loop, not issued as one burst per row (prefetch_ahead). A/B: 1.05-1.24x faster on 4-16 MB
+    float32 arrays of rows of 512-1000 at one thread (4096x1000 itself unchanged), 1.06-1.13x at two threads,
+    1.02-1.07x on float64 4096x1000; arrays of 1 MB or less lost 1-3% with it, hence FETCH_MIN_BYTES
+    (benchmarks/RESULTS.md, "Software prefetch"). Past the end of an array it is harmless (prefetches never
+    fault); the address is formed as an integer because a pointer that far past an array is undefined in C."""
     cdef uintptr_t at = <uintptr_t>p + FETCH_AHEAD_BYTES
     prefetch(<const void*>at)
     prefetch(<const void*>(at + 64))
