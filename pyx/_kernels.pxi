@@ -16,8 +16,7 @@ from _openmp_helpers cimport FSM_OPENMP_VERSION, omp_get_max_threads
 from _row_ops cimport (chunk_exp_sum, chunks_combine, exp_shifted_sum, log_shift_row, log_softmax_grad_row, row_dot,
                        row_max, scale_row, softmax_grad_row)
 from _simd_math cimport exp_shifted_
-from _memory cimport (FETCH_AHEAD_BYTES, FETCH_MIN_BYTES, LARGE_BYTES, PREFETCH_AHEAD_BYTES, STREAM_ROW_BYTES,
-                      prefetch_ahead, stream_fence, stream_row)
+from _memory cimport FETCH_AHEAD_BYTES, FETCH_MIN_BYTES, LARGE_BYTES, STREAM_ROW_BYTES, stream_fence, stream_row
 from _strided_ops cimport GROUP, TILE_MAX, strided_backward_tile, strided_forward_tile
 
 cnp.import_array()
@@ -130,27 +129,22 @@ cdef inline void forward_row(const floating* x, floating* out, Py_ssize_t n, bin
 
 
 cdef void forward_rows_large(const floating* x, floating* out, Py_ssize_t first, Py_ssize_t stop,
-                             Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t x_rs, Py_ssize_t o_rs,
-                             bint log_softmax, bint stream) noexcept nogil:
-    """Rows first..stop-1 of an array of LARGE_BYTES or more (see _memory.pxd). Rows of up to
-    PREFETCH_AHEAD_BYTES, with a positive stride, are each preceded by a prefetch of a row further on (longer
-    rows measured slower with it: 1.03-1.09x on float64 rows of 1000). With stream, rows of up to
+                             Py_ssize_t n_cols, Py_ssize_t x_rs, Py_ssize_t o_rs, bint log_softmax, bint fetch,
+                             bint stream) noexcept nogil:
+    """Rows first..stop-1 of an array of LARGE_BYTES or more (see _memory.pxd). With stream, rows of up to
     STREAM_ROW_BYTES are computed into an L1 buffer and streamed to out, which is then written once and never
-    read; without the buffer (out of memory) they keep plain stores."""
+    read; without the buffer (out of memory) they keep plain stores. fetch: as in forward_row."""
     cdef Py_ssize_t row_bytes = n_cols * <Py_ssize_t>sizeof(floating)
-    cdef bint burst = x_rs > 0 and row_bytes <= PREFETCH_AHEAD_BYTES
     cdef floating* buf = NULL
     cdef Py_ssize_t r
     if stream and row_bytes <= STREAM_ROW_BYTES:
         buf = <floating*>malloc(row_bytes)
     for r in range(first, stop):
-        if burst:
-            prefetch_ahead(x + r * x_rs, n_cols, x_rs, n_rows - r)
         if buf != NULL:
-            three_pass_row(x + r * x_rs, buf, n_cols, log_softmax, False)
+            three_pass_row(x + r * x_rs, buf, n_cols, log_softmax, fetch)
             stream_row(out + r * o_rs, buf, n_cols)
         else:
-            forward_row(x + r * x_rs, out + r * o_rs, n_cols, log_softmax, False)
+            forward_row(x + r * x_rs, out + r * o_rs, n_cols, log_softmax, fetch)
     if buf != NULL:
         stream_fence()
         free(buf)
@@ -159,24 +153,23 @@ cdef void forward_rows_large(const floating* x, floating* out, Py_ssize_t first,
 cdef void forward_rows(const floating* x, floating* out, Py_ssize_t n_rows, Py_ssize_t n_cols,
                        Py_ssize_t x_rs, Py_ssize_t o_rs, bint log_softmax, int n_threads) noexcept nogil:
     cdef Py_ssize_t r, t, per
-    cdef bint large = (n_rows * n_cols * <Py_ssize_t>sizeof(floating) >= LARGE_BYTES
-                       and n_cols <= CHUNKED_MIN_COLS)
+    cdef Py_ssize_t n_bytes = n_rows * n_cols * <Py_ssize_t>sizeof(floating)
+    cdef bint large = n_bytes >= LARGE_BYTES and n_cols <= CHUNKED_MIN_COLS
     # Streaming stores only where several threads share the memory bandwidth (see _memory.pxd).
     cdef bint stream = large and n_threads > 1 and FSM_OPENMP_VERSION != 0
-    # Below that size, contiguous rows out of L2 prefetch a row or more ahead from their max pass (rows of up to
-    # FETCH_AHEAD_BYTES: longer ones would prefetch within themselves, which was not measured).
-    cdef bint fetch = (not large and x_rs == n_cols
-                       and n_cols * <Py_ssize_t>sizeof(floating) <= FETCH_AHEAD_BYTES
-                       and n_rows * n_cols * <Py_ssize_t>sizeof(floating) >= FETCH_MIN_BYTES)
+    # Contiguous rows out of L2 prefetch a row or more ahead from their max pass (rows of up to FETCH_AHEAD_BYTES:
+    # longer ones would prefetch within themselves, which was not measured).
+    cdef bint fetch = (x_rs == n_cols and n_cols * <Py_ssize_t>sizeof(floating) <= FETCH_AHEAD_BYTES
+                       and n_bytes >= FETCH_MIN_BYTES)
     if large:
         # One contiguous block of rows per thread (what schedule='static' gives), so each fences once.
         per = (n_rows + n_threads - 1) // n_threads
         if n_threads <= 1:
-            forward_rows_large(x, out, 0, n_rows, n_rows, n_cols, x_rs, o_rs, log_softmax, False)
+            forward_rows_large(x, out, 0, n_rows, n_cols, x_rs, o_rs, log_softmax, fetch, False)
         else:
             for t in prange(n_threads, schedule='static', num_threads=n_threads):
-                forward_rows_large(x, out, min(t * per, n_rows), min(t * per + per, n_rows), n_rows, n_cols,
-                                   x_rs, o_rs, log_softmax, stream)
+                forward_rows_large(x, out, min(t * per, n_rows), min(t * per + per, n_rows), n_cols, x_rs, o_rs,
+                                   log_softmax, fetch, stream)
     elif n_threads <= 1:
         for r in range(n_rows):
             forward_row(x + r * x_rs, out + r * o_rs, n_cols, log_softmax, fetch)
@@ -564,7 +557,7 @@ def build_info():
         "compiler": FSM_COMPILER.decode("ascii", "replace"),
         "openmp": FSM_OPENMP_VERSION != 0,
         "openmp_version": FSM_OPENMP_VERSION,
-        # arrays of this many bytes or more get prefetch, and with several threads streaming stores
+        # results of this many bytes or more are written with streaming stores when several threads run
         "large_bytes": LARGE_BYTES,
     }
 

@@ -1,6 +1,6 @@
-# Help for arrays out of cache, where the row kernels wait on memory: for arrays far larger than the last-level
-# cache (LARGE_BYTES and more) streaming stores for the result and a prefetch of the input per row; for smaller
-# arrays that still miss L2 (FETCH_MIN_BYTES and more) a prefetch spread over the max pass (fetch_ahead).
+# Help for arrays out of cache, where the row kernels wait on memory: a prefetch of the input spread over the max
+# pass for arrays that miss L2 (FETCH_MIN_BYTES and more, fetch_ahead), and for arrays far larger than the
+# last-level cache (LARGE_BYTES and more) streaming stores for the result.
 #
 # Streaming (non-temporal) stores.
 # A plain store to a line that is not in cache first reads the line from memory (read-for-ownership), so a
@@ -72,16 +72,13 @@ cdef extern from *:
     void prefetch "FSM_PREFETCH"(const void* p) noexcept nogil
 
 cdef enum:
-    # Arrays of at least this many bytes get the help above: twice the 32 MB L3 of the machine it was measured
-    # on (a result read back soon after is then not one that would have stayed cached).
+    # Results of at least this many bytes are streamed (with several threads): twice the 32 MB L3 of the machine
+    # it was measured on (a result read back soon after is then not one that would have stayed cached).
     LARGE_BYTES = 64 * 1024 * 1024
-    # Software prefetch distance: before a row is computed, the row starting this many bytes further on is
-    # requested, so its loads overlap the current row's arithmetic instead of stalling the next row's max pass.
-    PREFETCH_AHEAD_BYTES = 4096
     # Rows are staged in an L1 buffer of at most this many bytes; longer rows keep plain stores.
     STREAM_ROW_BYTES = 16 * 1024
-    # Below LARGE_BYTES, arrays of contiguous rows of up to FETCH_AHEAD_BYTES, from FETCH_MIN_BYTES up (four times
-    # a 512 KiB L2), prefetch FETCH_AHEAD_BYTES ahead from inside the max pass instead (see fetch_ahead).
+    # Arrays of contiguous rows of up to FETCH_AHEAD_BYTES, from FETCH_MIN_BYTES up (four times a 512 KiB L2),
+    # prefetch FETCH_AHEAD_BYTES ahead from inside the max pass (see fetch_ahead).
     FETCH_MIN_BYTES = 2 * 1024 * 1024
     FETCH_AHEAD_BYTES = 8192
 
@@ -93,30 +90,16 @@ cdef inline void stream_row(floating* dst, const floating* src, Py_ssize_t n) no
         stream_f64(dst, src, n)
 
 
-cdef inline void prefetch_ahead(const floating* row, Py_ssize_t n, Py_ssize_t rs, Py_ssize_t rows_left) noexcept nogil:
-    """Prefetch n elements of the row PREFETCH_AHEAD_BYTES (rounded up to whole rows of stride rs > 0) past
-    `row`, if that row is among the next rows_left - 1. The hardware prefetchers do not run that far ahead of a
-    kernel that spends most of a row's time in L1 (benchmarks/RESULTS.md, "Software prefetch")."""
-    cdef Py_ssize_t item = sizeof(floating)
-    cdef Py_ssize_t line = 64 // item
-    cdef Py_ssize_t k = (PREFETCH_AHEAD_BYTES // item + rs - 1) // rs
-    cdef Py_ssize_t i
-    if k >= rows_left:
-        return
-    row = row + k * rs
-    for i in range((n + line - 1) // line):
-        prefetch(row + i * line)
-
-
 cdef inline void fetch_ahead(const floating* p) noexcept nogil:
     """Prefetch the two cache lines FETCH_AHEAD_BYTES past p, from a loop that reads 128 bytes per step (the max
     pass): with contiguous rows of up to that size it is a row or more ahead, which then arrives while the current
     row is in its exp and scale passes, where the hardware prefetchers, stopped at the page end, do not run ahead
     (rows shorter than one step, 32 floats or 16 doubles, are not prefetched: their max pass has no such step).
-    Spread over the loop, not issued as one burst per row (prefetch_ahead). A/B: 1.05-1.24x faster on 4-16 MB
-    float32 arrays of rows of 512-1000 at one thread (4096x1000 itself unchanged), 1.06-1.13x at two threads,
-    1.02-1.07x on float64 4096x1000; arrays of 1 MB or less lost 1-3% with it, hence FETCH_MIN_BYTES
-    (benchmarks/RESULTS.md, "Software prefetch"). Past the end of an array it is harmless (prefetches never
+    Spread over the loop rather than issued as one burst before each row (which it replaced beyond 64 MiB: equal
+    or 2-11% faster there, float64 most). A/B: 1.05-1.24x faster on 4-16 MB float32 arrays of rows of 512-1000 at
+    one thread (4096x1000 itself unchanged), 1.06-1.13x at two threads, 1.02-1.07x on float64 4096x1000; arrays
+    of 1 MB or less lost 1-3% with it, hence FETCH_MIN_BYTES (benchmarks/RESULTS.md, "Software prefetch").
+    Past the end of an array it is harmless (prefetches never
     fault); the address is formed as an integer because a pointer that far past an array is undefined in C."""
     cdef uintptr_t at = <uintptr_t>p + FETCH_AHEAD_BYTES
     prefetch(<const void*>at)

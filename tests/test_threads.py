@@ -243,9 +243,9 @@ def test_streamed_results_match_one_thread(dtype, n_cols):
 
 @pytest.mark.parametrize("num_threads", [1, 2])
 def test_large_arrays_with_zero_or_negative_row_strides(num_threads):
-    """Arrays past the large-array threshold take the prefetching path, which steps ahead by the row stride: a
-    broadcast input (stride 0) and a reversed one (negative stride) must still compute (a division by the stride
-    once crashed the process with SIGFPE)."""
+    """Arrays past the large-array threshold, with a broadcast input (stride 0) or a reversed one (negative
+    stride), must compute correctly (an earlier per-row prefetch divided by the row stride and crashed the
+    process with SIGFPE; prefetching now applies to contiguous rows only)."""
     n_cols = 1000
     n_rows = _dispatch.kernels.build_info()["large_bytes"] // (n_cols * 4) + 7
     row = (np.random.default_rng(10).standard_normal(n_cols) * 4).astype(np.float32)
