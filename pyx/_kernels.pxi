@@ -102,6 +102,23 @@ cdef inline void forward_row_chunked(const floating* x, floating* out, Py_ssize_
         chunk_finish(x + start, out + start, min(length, n - start), tops[c], row_top, row_sum, log_softmax)
 
 
+cdef inline double exp_sum_pass(const floating* x, floating* dst, Py_ssize_t n, bint log_softmax, floating row_top,
+                                bint wide) noexcept nogil:
+    """The second pass of a row: sum(exp(x - row_top)), the terms stored to dst for softmax."""
+    if log_softmax:
+        return exp_shifted_sum(x, dst, n, row_top, False, wide)
+    return exp_shifted_sum(x, dst, n, row_top, True, wide)
+
+
+cdef inline void finish_pass(const floating* x, floating* dst, Py_ssize_t n, bint log_softmax, floating row_top,
+                             double total) noexcept nogil:
+    """The third pass of a row: scale the stored terms by 1 / total, or x - row_top - log(total)."""
+    if log_softmax:
+        log_shift_row(x, dst, n, row_top, <floating>log(total))
+    else:
+        scale_row(dst, n, <floating>(1.0 / total))
+
+
 cdef inline void three_pass_row(const floating* x, floating* dst, Py_ssize_t n, bint log_softmax,
                                 bint fetch) noexcept nogil:
     """The three passes over one row that fits in cache (max; exp(x - max) stored for softmax and summed;
@@ -109,73 +126,78 @@ cdef inline void three_pass_row(const floating* x, floating* dst, Py_ssize_t n, 
     cdef bint wide
     # float64 rounds x - max once, as any float64 reference does (<= 5.7e-14 of the 1e-13 budget): no range test
     cdef floating row_top = row_max(x, n, &wide, floating is float, fetch)
+    finish_pass(x, dst, n, log_softmax, row_top, exp_sum_pass(x, dst, n, log_softmax, row_top, wide))
+
+
+cdef inline void three_pass_rows(const floating* x, floating* out, Py_ssize_t first, Py_ssize_t stop,
+                                 Py_ssize_t n, Py_ssize_t x_rs, Py_ssize_t o_rs, bint log_softmax,
+                                 bint fetch) noexcept nogil:
+    """Rows first..stop-1 by three_pass_row's passes, software-pipelined: the next row's max pass is issued
+    before this row's last pass, which waits on the sum, its fold and a division (or log)."""
+    cdef bint wide, next_wide
+    cdef floating top, next_top
     cdef double total
-    if log_softmax:
-        total = exp_shifted_sum(x, dst, n, row_top, False, wide)
-        log_shift_row(x, dst, n, row_top, <floating>log(total))
-    else:
-        total = exp_shifted_sum(x, dst, n, row_top, True, wide)
-        scale_row(dst, n, <floating>(1.0 / total))
+    cdef Py_ssize_t r
+    if first >= stop:
+        return
+    next_top = row_max(x + first * x_rs, n, &next_wide, floating is float, fetch)
+    for r in range(first, stop):
+        top = next_top
+        wide = next_wide
+        total = exp_sum_pass(x + r * x_rs, out + r * o_rs, n, log_softmax, top, wide)
+        if r + 1 < stop:
+            next_top = row_max(x + (r + 1) * x_rs, n, &next_wide, floating is float, fetch)
+        finish_pass(x + r * x_rs, out + r * o_rs, n, log_softmax, top, total)
 
 
-cdef inline void forward_row(const floating* x, floating* out, Py_ssize_t n, bint log_softmax,
-                             bint fetch) noexcept nogil:
-    """One row: the three passes while the row fits in cache, the chunked two passes beyond (whose long rows the
-    hardware prefetchers follow: fetch applies to the three passes only)."""
-    if n > CHUNKED_MIN_COLS:
-        forward_row_chunked(x, out, n, log_softmax)
-    else:
-        three_pass_row(x, out, n, log_softmax, fetch)
-
-
-cdef void forward_rows_large(const floating* x, floating* out, Py_ssize_t first, Py_ssize_t stop,
-                             Py_ssize_t n_cols, Py_ssize_t x_rs, Py_ssize_t o_rs, bint log_softmax, bint fetch,
-                             bint stream) noexcept nogil:
-    """Rows first..stop-1 of an array of LARGE_BYTES or more (see _memory.pxd). With stream, rows of up to
-    STREAM_ROW_BYTES are computed into an L1 buffer and streamed to out, which is then written once and never
-    read; without the buffer (out of memory) they keep plain stores. fetch: as in forward_row."""
+cdef void forward_row_block(const floating* x, floating* out, Py_ssize_t first, Py_ssize_t stop,
+                            Py_ssize_t n_cols, Py_ssize_t x_rs, Py_ssize_t o_rs, bint log_softmax, bint fetch,
+                            bint stream) noexcept nogil:
+    """Rows first..stop-1 of rows that fit in cache: one thread's share. With stream (arrays of LARGE_BYTES or
+    more, see _memory.pxd), rows of up to STREAM_ROW_BYTES are computed into an L1 buffer and streamed to out,
+    which is then written once and never read; otherwise (or out of memory for the buffer) three_pass_rows."""
     cdef Py_ssize_t row_bytes = n_cols * <Py_ssize_t>sizeof(floating)
     cdef floating* buf = NULL
     cdef Py_ssize_t r
     if stream and row_bytes <= STREAM_ROW_BYTES:
         buf = <floating*>malloc(row_bytes)
+    if buf == NULL:
+        three_pass_rows(x, out, first, stop, n_cols, x_rs, o_rs, log_softmax, fetch)
+        return
     for r in range(first, stop):
-        if buf != NULL:
-            three_pass_row(x + r * x_rs, buf, n_cols, log_softmax, fetch)
-            stream_row(out + r * o_rs, buf, n_cols)
-        else:
-            forward_row(x + r * x_rs, out + r * o_rs, n_cols, log_softmax, fetch)
-    if buf != NULL:
-        stream_fence()
-        free(buf)
+        three_pass_row(x + r * x_rs, buf, n_cols, log_softmax, fetch)
+        stream_row(out + r * o_rs, buf, n_cols)
+    stream_fence()
+    free(buf)
 
 
 cdef void forward_rows(const floating* x, floating* out, Py_ssize_t n_rows, Py_ssize_t n_cols,
                        Py_ssize_t x_rs, Py_ssize_t o_rs, bint log_softmax, int n_threads) noexcept nogil:
     cdef Py_ssize_t r, t, per
     cdef Py_ssize_t n_bytes = n_rows * n_cols * <Py_ssize_t>sizeof(floating)
-    cdef bint large = n_bytes >= LARGE_BYTES and n_cols <= CHUNKED_MIN_COLS
     # Streaming stores only where several threads share the memory bandwidth (see _memory.pxd).
-    cdef bint stream = large and n_threads > 1 and FSM_OPENMP_VERSION != 0
+    cdef bint stream = n_bytes >= LARGE_BYTES and n_threads > 1 and FSM_OPENMP_VERSION != 0
     # Contiguous rows out of L2 prefetch a row or more ahead from their max pass (rows of up to FETCH_AHEAD_BYTES:
     # longer ones would prefetch within themselves, which was not measured).
     cdef bint fetch = (x_rs == n_cols and n_cols * <Py_ssize_t>sizeof(floating) <= FETCH_AHEAD_BYTES
                        and n_bytes >= FETCH_MIN_BYTES)
-    if large:
-        # One contiguous block of rows per thread (what schedule='static' gives), so each fences once.
-        per = (n_rows + n_threads - 1) // n_threads
+    if n_cols > CHUNKED_MIN_COLS:
+        # The chunked two passes (no fetch: the hardware prefetchers follow these long rows well).
         if n_threads <= 1:
-            forward_rows_large(x, out, 0, n_rows, n_cols, x_rs, o_rs, log_softmax, fetch, False)
+            for r in range(n_rows):
+                forward_row_chunked(x + r * x_rs, out + r * o_rs, n_cols, log_softmax)
         else:
-            for t in prange(n_threads, schedule='static', num_threads=n_threads):
-                forward_rows_large(x, out, min(t * per, n_rows), min(t * per + per, n_rows), n_cols, x_rs, o_rs,
-                                   log_softmax, fetch, stream)
+            for r in prange(n_rows, schedule='static', num_threads=n_threads):
+                forward_row_chunked(x + r * x_rs, out + r * o_rs, n_cols, log_softmax)
     elif n_threads <= 1:
-        for r in range(n_rows):
-            forward_row(x + r * x_rs, out + r * o_rs, n_cols, log_softmax, fetch)
+        three_pass_rows(x, out, 0, n_rows, n_cols, x_rs, o_rs, log_softmax, fetch)
     else:
-        for r in prange(n_rows, schedule='static', num_threads=n_threads):
-            forward_row(x + r * x_rs, out + r * o_rs, n_cols, log_softmax, fetch)
+        # One contiguous block of rows per thread (what schedule='static' gives): the rows of a block are
+        # pipelined (three_pass_rows), and a streaming block fences once.
+        per = (n_rows + n_threads - 1) // n_threads
+        for t in prange(n_threads, schedule='static', num_threads=n_threads):
+            forward_row_block(x, out, min(t * per, n_rows), min(t * per + per, n_rows), n_cols, x_rs, o_rs,
+                              log_softmax, fetch, stream)
 
 
 cdef int forward_split_rows(const floating* x, floating* out, Py_ssize_t n_rows, Py_ssize_t n_cols,
