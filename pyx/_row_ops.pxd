@@ -159,6 +159,56 @@ cdef inline double lane_sum(const floating* v, floating* out, Py_ssize_t n) noex
     return total
 
 
+# float32 rows of up to SHORT_ROW_F32 elements compute exp and its sum in one loop, into SHORT_LANES_F32 partial
+# sums (one AVX2 vector). Each partial sum adds at most 32 terms, as each of lane_sum's 32 lanes does over a
+# SUM_BLOCK, so short rows are as accurate as long ones. Not in the AVX-512 build: there gcc runs this loop on
+# ymm (with 8 lanes) or keeps the sums in memory (with 16), and no AVX-512 machine was at hand to measure
+# either against the two zmm loops.
+cdef extern from *:
+    """
+    #if defined(__AVX512F__)
+    #define FSM_SHORT_ROW_F32 0
+    #else
+    #define FSM_SHORT_ROW_F32 256
+    #endif
+    """
+    enum: SHORT_ROW_F32 "FSM_SHORT_ROW_F32"
+
+cdef enum:
+    SHORT_LANES_F32 = 8
+
+
+cdef inline double exp_sum_short(const float* x, float* dst, Py_ssize_t n, float shift,
+                                 bint exact) noexcept nogil:
+    """dst = exp(x - shift) and its sum for a float32 row of n <= SHORT_ROW_F32 elements, in one pass instead of
+    an exp loop and a summing pass over dst: 1.05-1.17x faster on rows of 128-256 (AVX2, T=1, A/B)."""
+    cdef float acc[SHORT_LANES_F32]
+    cdef float e
+    cdef double total = 0.0
+    cdef Py_ssize_t i, j, k, n_main = n - n % SHORT_LANES_F32
+    for j in range(SHORT_LANES_F32):
+        acc[j] = SUM_START
+    if exact:
+        for k in range(n_main // SHORT_LANES_F32):
+            for j in range(SHORT_LANES_F32):
+                e = exp_shifted_(x[k * SHORT_LANES_F32 + j], shift, True)
+                dst[k * SHORT_LANES_F32 + j] = e
+                acc[j] += e
+    else:
+        for k in range(n_main // SHORT_LANES_F32):
+            for j in range(SHORT_LANES_F32):
+                e = exp_shifted_(x[k * SHORT_LANES_F32 + j], shift, False)
+                dst[k * SHORT_LANES_F32 + j] = e
+                acc[j] += e
+    for j in range(SHORT_LANES_F32):
+        total += acc[j]
+    for i in range(n_main, n):
+        e = exp_shifted_(x[i], shift, exact)
+        dst[i] = e
+        total += e
+    return total
+
+
 cdef inline double exp_shifted_sum_buffered(const floating* x, floating* out, Py_ssize_t n, floating shift,
                                            bint store, bint exact) noexcept nogil:
     """exp_shifted_sum through an L1 stack buffer: for log_softmax (nothing stored) and in place (out == x),
@@ -166,7 +216,14 @@ cdef inline double exp_shifted_sum_buffered(const floating* x, floating* out, Py
     row down the scalar path)."""
     cdef floating buf[SUM_BLOCK]
     cdef double total = 0.0
-    cdef Py_ssize_t blk, start, length
+    cdef Py_ssize_t blk, start, length, i
+    if floating is float:
+        if n <= SHORT_ROW_F32:
+            total = exp_sum_short(x, buf, n, shift, exact)
+            if store:
+                for i in range(n):
+                    out[i] = buf[i]
+            return total
     for blk in range((n + SUM_BLOCK - 1) // SUM_BLOCK):
         start = blk * SUM_BLOCK
         length = min(SUM_BLOCK, n - start)
@@ -186,6 +243,9 @@ cdef inline double exp_shifted_sum(const floating* x, floating* out, Py_ssize_t 
     cdef Py_ssize_t blk, start, length
     if not store or <const floating*>out == x:
         return exp_shifted_sum_buffered(x, out, n, shift, store, exact)
+    if floating is float:
+        if n <= SHORT_ROW_F32:
+            return exp_sum_short(x, out, n, shift, exact)
     for blk in range((n + SUM_BLOCK - 1) // SUM_BLOCK):
         start = blk * SUM_BLOCK
         length = min(SUM_BLOCK, n - start)
