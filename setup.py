@@ -4,6 +4,7 @@ Layout of the compiled part:
 
 * ``fastsoftmax._cpu``: baseline-compiled CPU feature probe (``__builtin_cpu_supports``). It must run on
   every x86-64 CPU, because it is what decides which kernel module is safe to import.
+* ``fastsoftmax._buffers``: the cache of released large results (a NumPy memory handler), baseline-compiled.
 * ``fastsoftmax._kernels_<target>``: the same kernel source (``pyx/_kernels.pxi``) compiled once per SIMD
   target. Each target gets its own module name so all of them can live in one wheel; the package imports the
   widest one the running CPU supports (``fastsoftmax/_dispatch.py``). No target uses ``-march=native``, so a
@@ -130,6 +131,9 @@ NUMPY_MACROS = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 extensions = [
     Extension("fastsoftmax._cpu", ["pyx/_cpu.pyx"], extra_compile_args=COMMON_FLAGS,
               define_macros=NUMPY_MACROS),
+    # The cache of released large results (a NumPy memory handler); no kernel code, so baseline flags.
+    Extension("fastsoftmax._buffers", ["pyx/_buffers.pyx"], include_dirs=[np.get_include()],
+              extra_compile_args=COMMON_FLAGS, define_macros=NUMPY_MACROS),
 ]
 for target, flags in TARGETS.items():
     extensions.append(Extension(

@@ -14,7 +14,7 @@ import numpy as np
 from numpy.exceptions import AxisError
 from numpy.lib.array_utils import normalize_axis_index
 
-from . import _dispatch, _threads
+from . import _buffers, _dispatch, _threads
 
 _k = _dispatch.kernels
 
@@ -137,7 +137,7 @@ def _run_copying(inputs, comp, axes, target, kernel_call):
     rest = tuple(a for a in range(ndim) if a not in axes)
     perm = rest + tuple(axes)
     moved = [np.ascontiguousarray(np.transpose(a, perm)) for a in inputs]
-    scratch = np.empty(moved[0].shape, comp)
+    scratch = _buffers.empty(moved[0].shape, comp)
     if not kernel_call(moved, scratch, len(rest), ndim - 1):  # pragma: no cover - C-ordered always fits
         raise AssertionError("fastsoftmax: the kernels refused a C-ordered buffer")
     return _copy_into(target, np.transpose(scratch, np.argsort(perm)))
@@ -158,7 +158,7 @@ def _forward(x, axis, out, dtype, num_threads, log_softmax):
     out = _check_out(out, arr.shape, res)
     n_threads = _threads.requested(num_threads)
     arr = _prepare(arr, comp)
-    target = out if out is not None else np.empty(arr.shape, res)
+    target = out if out is not None else _buffers.empty(arr.shape, res)
     if target.size == 0:
         return target
     if res == comp and _adjacent(axes) and _k.forward_axes(arr, target, axes[0], axes[-1], log_softmax, n_threads):
@@ -195,7 +195,7 @@ def _backward(grad_output, output, axis, out, num_threads, log_softmax):
     n_threads = _threads.requested(num_threads)
     g = _prepare(g, comp)
     y = _prepare(y, comp)
-    target = out if out is not None else np.empty(g.shape, res)
+    target = out if out is not None else _buffers.empty(g.shape, res)
     if target.size == 0:
         return target
     if res == comp and _adjacent(axes) and _k.backward_axes(g, y, target, axes[0], axes[-1], log_softmax,
@@ -398,6 +398,32 @@ def log_softmax_backward(grad_output, output, axis=-1, *, out=None, num_threads=
     array([ 0.5, -0.5])
     """
     return _backward(grad_output, output, axis, out, num_threads, True)
+
+
+def empty_cache():
+    r"""empty_cache()
+
+    Release the memory fastsoftmax keeps from results that are no longer used.
+
+    A result of 32 MiB or more is allocated through a small cache: when the array is freed, its memory is kept
+    (at most two blocks, 1 GiB in all) and the next result of exactly that size reuses it, instead of new memory
+    whose page faults would cost about as much as the softmax itself. This returns that memory to the system.
+
+    Returns
+    -------
+    int
+        The number of bytes released.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastsoftmax
+    >>> p = fastsoftmax.softmax(np.zeros((8192, 1024), np.float32))   # 32 MiB
+    >>> del p                      # its memory is kept for the next result of that size
+    >>> fastsoftmax.empty_cache() >= 8192 * 1024 * 4
+    True
+    """
+    return _buffers.clear()
 
 
 def softmax_jacobian(output, axis=-1):

@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-from . import _dispatch, _threads
+from . import _buffers, _dispatch, _threads
 from ._version import __version__
 
 
@@ -27,6 +27,7 @@ def get_config():
         "simd_available": _dispatch.available_levels(),
         "simd_built": _dispatch.built_levels(),
         "simd_env": os.environ.get(_dispatch.ENV_VAR),
+        "result_cache_min_bytes": _buffers.min_bytes(),
     }
 
 
@@ -41,6 +42,7 @@ def show_config():
       compiler:   gcc 12.2.0
       OpenMP:     yes (201511), 2 threads by default
       SIMD:       avx2 (available: baseline, avx2; built: baseline, avx2, avx512)
+      results:    from 32 MiB, memory of released results reused (cached now: 0 MiB)
     """
     c = get_config()
     omp = (f"yes ({c['openmp_version']}), {c['threads']} threads by default; parallel from "
@@ -52,3 +54,5 @@ def show_config():
     print(f"  OpenMP:     {omp}")
     print(f"  SIMD:       {c['simd_level']} (available: {', '.join(c['simd_available'])}; "
           f"built: {', '.join(c['simd_built'])}{forced})")
+    print(f"  results:    from {c['result_cache_min_bytes'] / 2**20:g} MiB, memory of released results reused "
+          f"(cached now: {_buffers.stats()['bytes'] / 2**20:g} MiB)")

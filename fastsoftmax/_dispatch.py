@@ -9,7 +9,7 @@ import os
 import warnings
 
 try:
-    from . import _cpu
+    from . import _buffers, _cpu
 except ImportError as exc:  # the source tree, not an installed or built copy
     import os.path
     raise ImportError(
@@ -51,11 +51,18 @@ def choose_level(requested):
     return wanted
 
 
+def configure_results(module):
+    """Let a kernel module allocate its large results through the cache of released ones (fastsoftmax._buffers)."""
+    module.set_result_allocator(_buffers.empty, _buffers.min_bytes())
+
+
 def load(level):
     """Import the kernel module compiled for `level`."""
     if level not in available_levels():
         raise ValueError(f"SIMD level {level!r} is not available here (available: {available_levels()})")
-    return importlib.import_module(f"fastsoftmax._kernels_{level}")
+    module = importlib.import_module(f"fastsoftmax._kernels_{level}")
+    configure_results(module)
+    return module
 
 
 level = choose_level(os.environ.get(ENV_VAR))

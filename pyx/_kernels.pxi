@@ -11,6 +11,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport log
 from libc.stdlib cimport free, malloc
+from cpython.pyport cimport PY_SSIZE_T_MAX
 
 from _openmp_helpers cimport FSM_OPENMP_VERSION, omp_get_max_threads
 from _row_ops cimport (chunk_exp_sum, chunks_combine, exp_shifted_sum, log_shift_row, log_softmax_grad_row, row_dot,
@@ -61,6 +62,11 @@ cdef enum:
 cdef Py_ssize_t serial_limit = 0
 cdef int default_threads = 0
 cdef int openmp_default = 1
+# Results of result_cache_min bytes or more are allocated by result_empty(shape, typenum), fastsoftmax._buffers'
+# cache of released results (pushed here by fastsoftmax._dispatch when the module is loaded); smaller ones, and
+# all of them until then, by PyArray_EMPTY.
+cdef object result_empty = None
+cdef Py_ssize_t result_cache_min = PY_SSIZE_T_MAX
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -500,6 +506,13 @@ cdef int threads_for(Py_ssize_t size, int requested) noexcept:
     return requested if requested > 0 else default_thread_count()
 
 
+cdef cnp.ndarray new_result(cnp.ndarray like):
+    """An uninitialized C-ordered array of like's shape and dtype (the fast paths' result)."""
+    if cnp.PyArray_NBYTES(like) >= result_cache_min and result_empty is not None:
+        return <cnp.ndarray>result_empty((<object>like).shape, (<object>like).dtype)
+    return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(like), cnp.PyArray_DIMS(like), cnp.PyArray_TYPE(like), 0)
+
+
 cdef cnp.ndarray plain_lastaxis(object x, object axis):
     """x itself if it is what the fast paths take: a plain, C-contiguous, aligned, native float32 or float64
     ndarray of one or more dimensions, with axis the last one as a plain int; else None."""
@@ -526,7 +539,7 @@ def lastaxis(object x, object axis, bint log_softmax, int num_threads):
     if a is None:
         return None
     cdef int nd = cnp.PyArray_NDIM(a)
-    cdef cnp.ndarray out = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(a), cnp.PyArray_TYPE(a), 0)
+    cdef cnp.ndarray out = new_result(a)
     cdef Py_ssize_t size = cnp.PyArray_SIZE(a)
     cdef Py_ssize_t n_cols = cnp.PyArray_DIMS(a)[nd - 1]
     if size == 0:
@@ -550,7 +563,7 @@ def lastaxis_backward(object g, object y, object axis, bint log_softmax, int num
     for d in range(nd):
         if cnp.PyArray_DIMS(a)[d] != cnp.PyArray_DIMS(b)[d]:
             return None
-    cdef cnp.ndarray out = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(a), cnp.PyArray_TYPE(a), 0)
+    cdef cnp.ndarray out = new_result(a)
     cdef Py_ssize_t size = cnp.PyArray_SIZE(a)
     cdef Py_ssize_t n_cols = cnp.PyArray_DIMS(a)[nd - 1]
     if size == 0:
@@ -566,6 +579,13 @@ def set_thread_settings(Py_ssize_t parallel_min_elements, int default, int omp_d
     serial_limit = parallel_min_elements
     default_threads = default
     openmp_default = omp_default
+
+
+def set_result_allocator(empty, Py_ssize_t min_bytes):
+    """Called by fastsoftmax._dispatch: results of min_bytes or more are allocated by empty(shape, dtype)."""
+    global result_empty, result_cache_min
+    result_empty = empty
+    result_cache_min = min_bytes
 
 
 def default_threads_now():

@@ -37,7 +37,7 @@ def run_python(code, **env):
 
 def test_public_names():
     for name in ["softmax", "log_softmax", "softmax_backward", "log_softmax_backward", "softmax_jacobian",
-                 "get_num_threads", "set_num_threads", "show_config", "__version__"]:
+                 "get_num_threads", "set_num_threads", "empty_cache", "show_config", "__version__"]:
         assert name in fastsoftmax.__all__
         assert hasattr(fastsoftmax, name)
     assert re.fullmatch(r"\d+\.\d+\.\d+\S*", fastsoftmax.__version__)
@@ -151,6 +151,7 @@ def test_show_config(capsys):
     assert re.search(rf"SIMD:\s+{_dispatch.level}\b", text)
     for level in AVAILABLE:
         assert level in text
+    assert re.search(r"results:\s+from 32 MiB", text)
 
 
 def test_get_config_keys():
@@ -160,6 +161,7 @@ def test_get_config_keys():
     assert config["simd_available"] == AVAILABLE
     assert config["threads"] == fastsoftmax.get_num_threads()
     assert isinstance(config["openmp"], bool)
+    assert config["result_cache_min_bytes"] == 32 * 1024 * 1024
 
 
 @pytest.mark.skipif(shutil.which("nm") is None, reason="needs binutils' nm to list the symbols")
