@@ -6,7 +6,7 @@
 
 Not part of the default test run (pyproject's testpaths is tests/). The contenders, inputs and the float64
 reference check are the CLI's own (fastsoftmax._bench_peers, fastsoftmax._bench), so both measure the same
-thing; every result is checked before it is timed. torch and onnxruntime are skipped when not installed.
+thing; every result is checked before it is timed. torch, onnxruntime and openvino are skipped when not installed.
 """
 import pytest
 
@@ -37,8 +37,8 @@ def _params(config):
             for name in CONTENDERS:
                 if name == peers.FASTSOFTMAX_OUT and not case.with_out:
                     continue
-                if name in ("scipy", "onnxruntime") and op in peers.BACKWARD_OPS:
-                    continue  # no backward in scipy or ONNX Runtime
+                if name in ("scipy", "onnxruntime", "openvino") and op in peers.BACKWARD_OPS:
+                    continue  # no backward in scipy, ONNX Runtime or OpenVINO
                 label = case.label.replace(" ", "-")
                 params.append(pytest.param(case, op, n_threads, name,
                                            id=f"{op}-{label}-T{n_threads}-{name}"))

@@ -1,4 +1,4 @@
-"""fastsoftmax against the numpy recipe, scipy, torch, ONNX Runtime and the copy floor (see conftest.py)."""
+"""fastsoftmax against the numpy recipe, scipy, torch, ONNX Runtime, OpenVINO and the copy floor (see conftest.py)."""
 import functools
 
 import numpy as np
@@ -7,7 +7,8 @@ import pytest
 from fastsoftmax import _bench
 from fastsoftmax import _bench_peers as peers
 
-_PEER_MODULES = {"scipy": ("scipy.special",), "torch": ("torch",), "onnxruntime": ("onnxruntime", "onnx")}
+_PEER_MODULES = {"scipy": ("scipy.special",), "torch": ("torch",), "onnxruntime": ("onnxruntime", "onnx"),
+                 "openvino": ("openvino",)}
 
 
 @functools.lru_cache(maxsize=1)

@@ -8,7 +8,7 @@ import re
 from . import _bench_peers as peers
 from ._config import get_config
 
-PEER_SHORT = {"numpy": "numpy", "scipy": "scipy", "torch": "torch", "onnxruntime": "ort"}
+PEER_SHORT = {"numpy": "numpy", "scipy": "scipy", "torch": "torch", "onnxruntime": "ort", "openvino": "ov"}
 # Column order of the contenders in tables and files.
 CONTENDER_ORDER = (peers.FASTSOFTMAX, peers.FASTSOFTMAX_OUT) + peers.PEERS + (peers.COPY,)
 
@@ -67,7 +67,7 @@ def machine_info(peer_versions):
     total, usable = cpu_counts()
     versions = {"fastsoftmax": cfg["version"], "numpy": cfg["numpy"], "python": cfg["python"]}
     installed = peers.installed_versions()
-    for name in ("scipy", "torch", "onnxruntime", "onnx"):  # installed ones even if not selected as peers
+    for name in ("scipy", "torch", "onnxruntime", "onnx", "openvino"):  # installed ones, selected as peers or not
         versions[name] = peer_versions.get(name) or installed.get(name)
     versions["threadpoolctl"] = peers.threadpoolctl_version()
     return {
@@ -87,8 +87,8 @@ def info_text():
     for name in peers.PEERS + ("onnx", "threadpoolctl", "matplotlib"):
         v = found.get(name)
         names.append(f"{name} {v}" if v else f"{name} (not installed)")
-    lines.append(f"  peers:      {', '.join(names[:4])}")
-    lines.append(f"  bench aids: {', '.join(names[4:])}")
+    lines.append(f"  peers:      {', '.join(names[:len(peers.PEERS)])}")
+    lines.append(f"  bench aids: {', '.join(names[len(peers.PEERS):])}")
     if found.get("onnxruntime") and not found.get("onnx"):
         lines.append("  note:       the onnxruntime peer needs onnx too (pip install onnx)")
     return "\n".join(lines)
@@ -174,7 +174,7 @@ def legend(rows):
     floors = sorted({r["floor_method"] for r in rows if r["contender"] == peers.COPY})
     lines = [
         "vs numpy, vs best peer: the peer's median / fastsoftmax's median at the same T (best of numpy, scipy, "
-        "torch, onnxruntime).",
+        "torch, onnxruntime, openvino).",
         "GB/s: (bytes read + bytes written) / fastsoftmax's median.",
         "fs/copy: fastsoftmax's median / the copy floor's median at the same T (1.00 = as fast as copying the "
         "input).",
@@ -236,7 +236,8 @@ def write_plot(path, rows, title):
     from matplotlib.ticker import FuncFormatter
 
     colors = dict(zip(CONTENDER_ORDER, ("tab:blue", "tab:cyan", "tab:gray", "tab:orange", "tab:red",
-                                        "tab:green", "tab:purple")))
+                                        "tab:green", "tab:olive", "tab:purple")))
+    assert len(colors) == len(CONTENDER_ORDER)
     groups = _groups(rows)
     fig, axes = plt.subplots(len(groups), 1, squeeze=False,
                              figsize=(11, 1.5 + sum(0.5 * len(g) + 0.6 for g in groups.values())),

@@ -1,6 +1,6 @@
 """Smoke tests of the `fastsoftmax` command: quick runs on tiny sizes so that the benchmark CLI cannot rot.
 
-They use only NumPy as a peer, so they pass with or without scipy, torch and onnxruntime installed.
+They use only NumPy as a peer, so they pass with or without scipy, torch, onnxruntime and openvino installed.
 """
 import csv
 import json
