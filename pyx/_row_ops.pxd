@@ -6,7 +6,7 @@
 from libc.math cimport INFINITY, NAN
 from cython cimport floating
 from _memory cimport fetch_ahead
-from _simd_math cimport exp_, exp_shifted_, EXACT_RANGE, LANES_F32, LANES_F64, SUM_BLOCK
+from _simd_math cimport exp_, exp_shifted_, EXACT_RANGE, EXTREMA_LANES, LANES_F32, LANES_F64, SUM_BLOCK
 
 cdef enum:
     LANES = 32  # max lanes of either dtype; each specialization uses its own count (LANES_F32 / LANES_F64)
@@ -22,16 +22,15 @@ cdef extern from *:
 
 
 cdef inline floating fold_max(const floating* acc) noexcept nogil:
-    """Max of the LANES_F32 (float) or LANES_F64 (double) partial maxima. The first fold goes to 8 lanes in one
-    vector step into a fresh array (gcc vectorizes that form; folding in place stayed scalar), then 8 scalars."""
+    """Max of the EXTREMA_LANES partial maxima. The first fold goes to 8 lanes in one vector step into a fresh
+    array (gcc vectorizes that form; folding in place stayed scalar), then 8 scalars."""
     cdef floating v[8]
     cdef floating a, b
     cdef Py_ssize_t j
     for j in range(8):
         a = acc[j] if acc[j] > acc[j + 8] else acc[j + 8]
-        if floating is float:
-            b = acc[j + 16] if acc[j + 16] > acc[j + 24] else acc[j + 24]
-            a = a if a > b else b
+        b = acc[j + 16] if acc[j + 16] > acc[j + 24] else acc[j + 24]
+        a = a if a > b else b
         v[j] = a
     a = v[0]
     for j in range(1, 8):
@@ -46,9 +45,8 @@ cdef inline floating fold_min(const floating* acc) noexcept nogil:
     cdef Py_ssize_t j
     for j in range(8):
         a = acc[j] if acc[j] < acc[j + 8] else acc[j + 8]
-        if floating is float:
-            b = acc[j + 16] if acc[j + 16] < acc[j + 24] else acc[j + 24]
-            a = a if a < b else b
+        b = acc[j + 16] if acc[j + 16] < acc[j + 24] else acc[j + 24]
+        a = a if a < b else b
         v[j] = a
     a = v[0]
     for j in range(1, 8):
@@ -73,8 +71,9 @@ cdef inline double fold_sum(const floating* acc) noexcept nogil:
 
 cdef inline void lane_extrema(const floating* x, Py_ssize_t steps, floating* acc, floating* low, bint want_range,
                               bint fetch) noexcept nogil:
-    """The lane-wise max (and with want_range min) of x[:steps * lanes] into acc (and low): row_max's loop."""
-    cdef Py_ssize_t lanes = LANES_F32 if floating is float else LANES_F64
+    """The lane-wise max (and with want_range min) of x[:steps * EXTREMA_LANES] into acc (and low): row_max's
+    loop."""
+    cdef Py_ssize_t lanes = EXTREMA_LANES
     cdef Py_ssize_t i, j
     for i in range(steps):
         if fetch:
@@ -92,7 +91,7 @@ cdef inline floating row_max(const floating* x, Py_ssize_t n, bint* wide, bint w
     _simd_math.pxd); the min rides along in the same pass for one extra vector op per load (1-10% of a row's
     time, measured). Without it, *wide is False. With fetch, the memory FETCH_AHEAD_BYTES ahead is prefetched as
     the pass goes (a later row of a contiguous array; see _memory.pxd)."""
-    cdef Py_ssize_t lanes = LANES_F32 if floating is float else LANES_F64
+    cdef Py_ssize_t lanes = EXTREMA_LANES
     cdef floating acc[LANES]
     cdef floating low[LANES]
     cdef floating best, least

@@ -31,6 +31,12 @@ cdef enum:
     EXACT_RANGE = 64
     LANES_F32 = 32
     LANES_F64 = 16
+    # The max (and min) pass keeps 32 partial results for both dtypes. With 16 doubles, gcc unrolled its lane loop
+    # completely (16 iterations is its limit) and then left the 16 compare-selects scalar, because it does not
+    # vectorize selects that carry a value from one iteration of the outer loop to the next; a 32-iteration
+    # loop stays a loop, which it vectorizes as it does the float one (float64 rows of 1000: the max pass was
+    # scalar vmaxsd code, about a fifth of the row's time).
+    EXTREMA_LANES = 32
     # Partial sums are flushed into a double accumulator every SUM_BLOCK elements, so a float32 row of 200 000
     # elements sums as accurately as a short one (single-accumulator float sums lose ~1e-5 relative there).
     # It is also the length of the stack buffer exp is computed into (4 KiB / 8 KiB: stays in L1).

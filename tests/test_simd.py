@@ -6,7 +6,8 @@
 * Every level gives the same results within rounding.
 * show_config() prints the version, the compiler, OpenMP yes/no and threads, and the SIMD level in use.
 * The vectorizable math (pyx/_simd_math.pxd) is inlined everywhere in every kernel module (an out-of-line copy
-  means a loop calls it per element, unvectorized: see INLINE_FLAGS in setup.py).
+  means a loop calls it per element, unvectorized: see INLINE_FLAGS in setup.py), and the max pass is packed
+  code for float32 and float64 alike (see EXTREMA_LANES in pyx/_simd_math.pxd).
 """
 import importlib.util
 import os
@@ -173,3 +174,25 @@ def test_simd_math_is_inlined_in_every_kernel_module(level):
         pytest.skip("the kernel module is stripped")
     outlined = sorted({line.split()[-1] for line in symbols.splitlines() if "_simd_math_" in line})
     assert not outlined, f"compiled out of line (their loops do not vectorize): {outlined}"
+
+
+def _disassembly(path):
+    return subprocess.run(["objdump", "-d", "--no-show-raw-insn", path], capture_output=True, text=True,
+                          check=True).stdout
+
+
+@pytest.mark.skipif(shutil.which("objdump") is None, reason="needs binutils' objdump to read the machine code")
+@pytest.mark.parametrize("level", [lv for lv in ("avx2", "avx512") if lv in _dispatch.built_levels()])
+def test_the_max_pass_is_vector_code_for_both_dtypes(level):
+    # gcc once left the float64 max pass scalar (vmaxsd, one double at a time) while the float32 one was packed:
+    # see EXTREMA_LANES in pyx/_simd_math.pxd. Where row_max is compiled out of line, each dtype's copy must
+    # hold packed maxima at the module's vector width.
+    register = "%zmm" if level == "avx512" else "%ymm"
+    text = _disassembly(importlib.util.find_spec(f"fastsoftmax._kernels_{level}").origin)
+    bodies = re.findall(r"^[0-9a-f]+ <(__pyx_fuse_(\d)__pyx_f_8_row_ops_row_max[^>]*)>:\n(.*?)(?=^[0-9a-f]+ <|\Z)",
+                        text, re.S | re.M)
+    if not bodies:
+        pytest.skip("row_max is inlined everywhere in this build (or the symbols are stripped)")
+    for name, fuse, body in bodies:
+        packed = re.findall(rf"vmaxp{'s' if fuse == '0' else 'd'}\s+\S*{register}", body)
+        assert len(packed) >= 4, f"{name}: the max pass is not {register[1:]} code"
