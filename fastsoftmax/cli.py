@@ -102,8 +102,9 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Time fastsoftmax, the numpy np.exp recipe, scipy.special, torch, ONNX Runtime and OpenVINO (those\n"
-            "installed), and the memory floor (a copy of the input), interleaved in one process, every contender pinned to\n"
-            "the same thread count. Each result is checked against a float64 reference before it is timed.\n\n"
+            "installed), and the memory floor (a copy of the input), interleaved in one process, every contender\n"
+            "pinned to the same thread count. Each result is checked against a float64 reference before it is\n"
+            "timed.\n\n"
             "Default suite: softmax on 1x1000, 32x1000, 4096x1000, 32x128256, 24576x128, float64 4096x1000 and\n"
             "8x21x16384 over axis 1, plus log_softmax and softmax_backward on 4096x1000; at 1 thread and at\n"
             "all cores. 30-70 s on 2 cores (depending on load); --quick 10-20 s."),
@@ -121,7 +122,8 @@ def build_parser():
                    help=f"thread counts (default: 1 and all usable cores: "
                         f"{','.join(map(str, _bench.default_threads()))})")
     b.add_argument("--peers", type=_peers, default=None, metavar="LIST",
-                   help="comma-separated from numpy, scipy, torch, onnxruntime, openvino, or none (default: those installed)")
+                   help="comma-separated from numpy, scipy, torch, onnxruntime, openvino, or none (default: those "
+                        "installed)")
     b.add_argument("--repeat", type=_positive, default=None, metavar="N",
                    help="interleaved samples per contender, exactly (default: up to 21, fewer for slow cases; "
                         "--quick: up to 5)")

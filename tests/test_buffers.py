@@ -3,7 +3,8 @@
 * A result of min_bytes or more is allocated through the cache: once it is freed, the next result of exactly its
   size reuses its memory; results are ordinary owning arrays all the same (base None, owndata, resize works).
 * A reused block holds the old result until it is overwritten: every result is still exactly right.
-* At most SLOTS blocks and max_bytes (MAX_BYTES) are kept, the oldest released first; empty_cache() releases them and says how many bytes.
+* At most SLOTS blocks and max_bytes (MAX_BYTES) are kept, the oldest released first; empty_cache() releases them
+  and says how many bytes.
 * Smaller results and out= arrays never touch the cache.
 
 The tests lower the threshold to 64 KiB (an internal switch) so that they stay small and fast.
