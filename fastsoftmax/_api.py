@@ -137,10 +137,18 @@ def _run_copying(inputs, comp, axes, target, kernel_call):
     rest = tuple(a for a in range(ndim) if a not in axes)
     perm = rest + tuple(axes)
     moved = [np.ascontiguousarray(np.transpose(a, perm)) for a in inputs]
-    scratch = _buffers.empty(moved[0].shape, comp)
+    scratch = _new_result(moved[0], comp)
     if not kernel_call(moved, scratch, len(rest), ndim - 1):  # pragma: no cover - C-ordered always fits
         raise AssertionError("fastsoftmax: the kernels refused a C-ordered buffer")
     return _copy_into(target, np.transpose(scratch, np.argsort(perm)))
+
+
+def _new_result(like, dtype):
+    """An uninitialized C-ordered array of like's shape: through the cache of freed results when it is large (the
+    size test here spares small calls the cache's own call)."""
+    if like.size * dtype.itemsize >= _buffers.min_bytes:
+        return _buffers.empty(like.shape, dtype)
+    return np.empty(like.shape, dtype)
 
 
 def _adjacent(axes):
@@ -158,7 +166,7 @@ def _forward(x, axis, out, dtype, num_threads, log_softmax):
     out = _check_out(out, arr.shape, res)
     n_threads = _threads.requested(num_threads)
     arr = _prepare(arr, comp)
-    target = out if out is not None else _buffers.empty(arr.shape, res)
+    target = out if out is not None else _new_result(arr, res)
     if target.size == 0:
         return target
     if res == comp and _adjacent(axes) and _k.forward_axes(arr, target, axes[0], axes[-1], log_softmax, n_threads):
@@ -195,7 +203,7 @@ def _backward(grad_output, output, axis, out, num_threads, log_softmax):
     n_threads = _threads.requested(num_threads)
     g = _prepare(g, comp)
     y = _prepare(y, comp)
-    target = out if out is not None else _buffers.empty(g.shape, res)
+    target = out if out is not None else _new_result(g, res)
     if target.size == 0:
         return target
     if res == comp and _adjacent(axes) and _k.backward_axes(g, y, target, axes[0], axes[-1], log_softmax,

@@ -74,7 +74,8 @@ def load_peers(names, required):
             if name in required:
                 raise PeerUnavailable(f"peer {name!r} was asked for but cannot be imported: {exc}") from exc
             continue
-        loaded[name] = getattr(mods[0], "__version__", None) or installed_versions().get(name)
+        # the distribution's version: openvino's __version__ is a build string ("2026.4.1-22982-e213a14-...")
+        loaded[name] = installed_versions().get(name) or getattr(mods[0], "__version__", None)
     return loaded
 
 
@@ -107,7 +108,7 @@ def threadpoolctl_version():
 def pinned_threads(n_threads, use_torch):
     """Everyone on `n_threads` threads: threadpoolctl (BLAS and OpenMP pools, if installed), torch's intra-op
     pool, and fastsoftmax's default (see `fastsoftmax_callable` for why not its num_threads argument).
-    ONNX Runtime gets it through its session options. Restores the previous settings on exit."""
+    ONNX Runtime and OpenVINO get it through their session and compile options. Restores the previous settings on exit."""
     with contextlib.ExitStack() as stack:
         # fastsoftmax first: its previous default must be read before threadpoolctl caps OpenMP.
         fs_before = fastsoftmax.get_num_threads()
@@ -278,7 +279,9 @@ def _openvino_callable(op, arrays, axis, n_threads):
     request.set_input_tensor(ov.Tensor(x, shared_memory=True))  # bound once, no copy per call
 
     def run():
-        request.infer()  # the result stays in the request's own output tensor, reused between calls
+        # share_outputs: the result stays in the request's own output tensor, reused between calls (by default
+        # infer() copies it into a new array each call, which the other peers are not charged for)
+        request.infer(share_outputs=True)
         return request
     return run
 

@@ -27,7 +27,8 @@ def get_config():
         "simd_available": _dispatch.available_levels(),
         "simd_built": _dispatch.built_levels(),
         "simd_env": os.environ.get(_dispatch.ENV_VAR),
-        "result_cache_min_bytes": _buffers.min_bytes(),
+        "result_cache_min_bytes": _buffers.min_bytes,
+        "result_cache_on": _buffers.caching(),
     }
 
 
@@ -39,10 +40,11 @@ def show_config():
     >>> import fastsoftmax
     >>> fastsoftmax.show_config()  # doctest: +SKIP
     fastsoftmax 0.1.0
+      python:     3.11.7, numpy 2.4.6, Linux-6.18.44-x86_64-with-glibc2.36
       compiler:   gcc 12.2.0
-      OpenMP:     yes (201511), 2 threads by default
+      OpenMP:     yes (201511), 2 threads by default; parallel from 8192 elements
       SIMD:       avx2 (available: baseline, avx2; built: baseline, avx2, avx512)
-      results:    from 32 MiB, memory of released results reused (cached now: 0 MiB)
+      results:    from 32 MiB, the memory of freed results is reused (kept now: 0 MiB)
     """
     c = get_config()
     omp = (f"yes ({c['openmp_version']}), {c['threads']} threads by default; parallel from "
@@ -54,5 +56,8 @@ def show_config():
     print(f"  OpenMP:     {omp}")
     print(f"  SIMD:       {c['simd_level']} (available: {', '.join(c['simd_available'])}; "
           f"built: {', '.join(c['simd_built'])}{forced})")
-    print(f"  results:    from {c['result_cache_min_bytes'] / 2**20:g} MiB, memory of released results reused "
-          f"(cached now: {_buffers.stats()['bytes'] / 2**20:g} MiB)")
+    if c["result_cache_on"]:
+        print(f"  results:    from {c['result_cache_min_bytes'] / 2**20:g} MiB, the memory of freed results is "
+              f"reused (kept now: {_buffers.stats()['bytes'] / 2**20:g} MiB)")
+    else:
+        print("  results:    memory of freed results not reused (another NumPy allocation policy is in effect)")

@@ -53,7 +53,7 @@ def choose_level(requested):
 
 def configure_results(module):
     """Let a kernel module allocate its large results through the cache of released ones (fastsoftmax._buffers)."""
-    module.set_result_allocator(_buffers.empty, _buffers.min_bytes())
+    module.set_result_allocator(_buffers.empty, _buffers.min_bytes)
 
 
 def load(level):

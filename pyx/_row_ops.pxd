@@ -9,7 +9,9 @@ from _memory cimport fetch_ahead
 from _simd_math cimport exp_, exp_shifted_, EXACT_RANGE, EXTREMA_LANES, LANES_F32, LANES_F64, SUM_BLOCK
 
 cdef enum:
-    LANES = 32  # max lanes of either dtype; each specialization uses its own count (LANES_F32 / LANES_F64)
+    # The size of every lane array: the most lanes any reduction uses (EXTREMA_LANES for the max pass, LANES_F32
+    # or LANES_F64 for sums and dot products).
+    LANES = 32
 
 # Partial sums start at -0.0, the exact identity of IEEE addition (-0.0 + x == x for every x, +0.0 included).
 # Not 0.0: gcc turns zero-filling the lane array into a call to memset (`rep stos`, tens of cycles to start),
@@ -23,7 +25,8 @@ cdef extern from *:
 
 cdef inline floating fold_max(const floating* acc) noexcept nogil:
     """Max of the EXTREMA_LANES partial maxima. The first fold goes to 8 lanes in one vector step into a fresh
-    array (gcc vectorizes that form; folding in place stayed scalar), then 8 scalars."""
+    array (gcc vectorizes that form; folding in place stayed scalar), then 8 scalars. Written for exactly 32
+    lanes, as fold_min is: EXTREMA_LANES must stay 32 (a generic halving fold measured slower)."""
     cdef floating v[8]
     cdef floating a, b
     cdef Py_ssize_t j

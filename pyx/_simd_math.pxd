@@ -35,7 +35,7 @@ cdef enum:
     # completely (16 iterations is its limit) and then left the 16 compare-selects scalar, because it does not
     # vectorize selects that carry a value from one iteration of the outer loop to the next; a 32-iteration
     # loop stays a loop, which it vectorizes as it does the float one (float64 rows of 1000: the max pass was
-    # scalar vmaxsd code, about a fifth of the row's time).
+    # scalar vmaxsd code, about a fifth of the row's time). fold_max and fold_min (_row_ops.pxd) fold exactly 32.
     EXTREMA_LANES = 32
     # Partial sums are flushed into a double accumulator every SUM_BLOCK elements, so a float32 row of 200 000
     # elements sums as accurately as a short one (single-accumulator float sums lose ~1e-5 relative there).

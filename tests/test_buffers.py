@@ -6,8 +6,11 @@
 * At most SLOTS blocks and max_bytes (MAX_BYTES) are kept, the oldest released first; empty_cache() releases them
   and says how many bytes.
 * Smaller results and out= arrays never touch the cache.
+* Each block knows its own size: an array whose nbytes no longer matches its allocation cannot hand a block to a
+  larger result.
 
-The tests lower the threshold to 64 KiB (an internal switch) so that they stay small and fast.
+The tests lower the threshold to 64 KiB (an internal switch) so that they stay small and fast, and run at every
+SIMD level (each level's kernel module allocates its fast-path results through the cache).
 """
 import concurrent.futures
 
@@ -18,13 +21,19 @@ from numpy.testing import assert_allclose, assert_array_equal
 import fastsoftmax
 from fastsoftmax import _buffers, _dispatch, log_softmax, log_softmax_backward, softmax, softmax_backward
 
+# NumPy names the memory handler (NEP 49) that owns an array's data, or with no argument the one in effect;
+# it has no public import path.
+from numpy._core.multiarray import get_handler_name
+
+pytestmark = pytest.mark.usefixtures("simd_level")
+
 MIN = 64 * 1024
 ROWS, COLS = 64, 512   # 128 KiB of float32: over MIN
 
 
 @pytest.fixture(autouse=True)
 def small_threshold():
-    before = _buffers.min_bytes()
+    before = _buffers.min_bytes
     _buffers._set_limits(MIN, _buffers.MAX_BYTES)
     _dispatch.configure_results(_dispatch.kernels)
     fastsoftmax.empty_cache()
@@ -44,20 +53,14 @@ def logits(seed, shape=(ROWS, COLS), dtype=np.float32):
     return (np.random.default_rng(seed).standard_normal(shape) * 4).astype(dtype)
 
 
-def test_the_default_threshold_is_where_glibc_stops_reusing_memory():
-    assert _buffers.MIN_BYTES == 32 * 1024 * 1024
-    assert _buffers.MAX_BYTES == 1024 * 1024 * 1024
-    assert _buffers.SLOTS == 2
-
-
 def test_a_freed_result_is_reused_by_the_next_one_of_its_size():
     x = logits(0)
     p = softmax(x)
     address = p.ctypes.data
     assert _buffers.stats()["blocks"] == 0
-    del p
-    assert _buffers.stats() == {"blocks": 1, "bytes": x.nbytes, "hits": _buffers.stats()["hits"]}
     hits = _buffers.stats()["hits"]
+    del p
+    assert _buffers.stats() == {"blocks": 1, "bytes": x.nbytes, "hits": hits}
     q = softmax(x)
     assert q.ctypes.data == address
     assert _buffers.stats()["hits"] == hits + 1
@@ -91,7 +94,10 @@ def test_results_are_ordinary_owning_arrays():
     x = logits(4)
     p = softmax(x)
     del p
-    q = softmax(x)  # from the cache
+    hits = _buffers.stats()["hits"]
+    q = softmax(x)
+    assert _buffers.stats()["hits"] == hits + 1  # from the cache
+    assert get_handler_name(q) == "fastsoftmax_result_cache"
     assert q.base is None and q.flags.owndata and q.flags.c_contiguous and q.flags.writeable
     assert_allclose(q, reference_softmax(x), rtol=4e-6)
     q.resize((ROWS * COLS * 2,), refcheck=False)  # realloc through the default allocator
@@ -120,10 +126,15 @@ def test_at_most_two_blocks_are_kept_oldest_released_first():
     del a, b, c   # freed in this order: a's block is the oldest
     stats = _buffers.stats()
     assert stats["blocks"] == 2 and stats["bytes"] == sizes[1] + sizes[2]
-    # the newest is taken first when sizes match
-    d = softmax(logits(23, (ROWS, COLS + 128)))
-    assert _buffers.stats()["bytes"] == sizes[1]
-    del d
+
+
+
+def test_the_newest_block_of_a_size_is_taken_first():
+    a, b = softmax(logits(24)), softmax(logits(25))
+    newest = b.ctypes.data
+    del a, b   # two blocks of one size; b's is the newer
+    c = softmax(logits(26))
+    assert c.ctypes.data == newest
 
 
 def test_a_result_of_another_size_does_not_take_a_block():
@@ -182,13 +193,46 @@ def test_the_cache_holds_at_most_max_bytes():
     assert _buffers.stats()["bytes"] == block + block // 2 and _buffers.stats()["blocks"] == 1
 
 
-def test_empty_outside_the_kernels_is_np_empty():
+def test_empty_is_np_empty_through_the_cache_when_large():
     a = _buffers.empty((ROWS, COLS), np.float64)
     assert a.shape == (ROWS, COLS) and a.dtype == np.float64 and a.flags.c_contiguous
+    assert get_handler_name(a) == "fastsoftmax_result_cache"
     b = _buffers.empty(ROWS * COLS, "f4")
     assert b.shape == (ROWS * COLS,) and b.dtype == np.float32
+    assert get_handler_name(b) == "fastsoftmax_result_cache"
     small = _buffers.empty((2, 3), np.float32)
-    assert small.shape == (2, 3)
+    assert small.shape == (2, 3) and get_handler_name(small) == "default_allocator"
+    assert get_handler_name() == "default_allocator"  # the handler is only in effect during the allocation
+
+
+@pytest.mark.parametrize("shape", [(2**40, 2**20), (2**43,)], ids=["too-big-for-numpy", "too-big-for-malloc"])
+def test_a_failed_allocation_restores_the_default_handler(shape):
+    p = softmax(logits(82))
+    del p   # a cached block, which an allocation that fails releases before it tries again
+    with pytest.raises((MemoryError, ValueError)):
+        _buffers.empty(shape, np.float64)   # 8 EiB (NumPy refuses the size), 64 TiB (malloc fails)
+    assert get_handler_name() == "default_allocator"
+    assert _buffers.caching()
+    if shape == (2**43,):
+        assert _buffers.stats()["blocks"] == 0
+
+
+def test_a_block_keeps_its_real_size_when_the_array_forgets_it():
+    # A failed __setstate__ leaves the array with a wider dtype on its old data, so NumPy frees it under a size
+    # twice too large. Were the block filed under that size, the next result of that size would get a block
+    # half as long as it needs and write past its end.
+    p = softmax(logits(80))
+    real = p.nbytes
+    with pytest.raises(ValueError):
+        p.__setstate__((1, p.shape, np.dtype(np.float64), False, b""))
+    assert p.nbytes == 2 * real
+    del p
+    assert _buffers.stats()["bytes"] == real
+    hits = _buffers.stats()["hits"]
+    wide = logits(81, (ROWS, 2 * COLS))
+    q = softmax(wide)
+    assert _buffers.stats()["hits"] == hits   # the smaller block was not handed out
+    assert_allclose(q, reference_softmax(wide), rtol=4e-6)
 
 
 def test_concurrent_calls_get_their_own_memory():
@@ -206,8 +250,6 @@ def test_concurrent_calls_get_their_own_memory():
 
 
 def test_large_results_belong_to_the_cache_handler():
-    # get_handler_name tells which NEP 49 memory handler owns an array's memory.
-    from numpy._core.multiarray import get_handler_name
     p = softmax(logits(70))
     assert get_handler_name(p) == "fastsoftmax_result_cache"
     assert get_handler_name(softmax(logits(71, (2, 3)))) == "default_allocator"
