@@ -14,10 +14,11 @@ from libc.stdlib cimport free, malloc
 from cpython.pyport cimport PY_SSIZE_T_MAX
 
 from _openmp_helpers cimport FSM_OPENMP_VERSION, omp_get_max_threads
-from _row_ops cimport (chunk_exp_sum, chunks_combine, exp_shifted_sum, log_shift_row, log_softmax_grad_row, row_dot,
-                       row_max, scale_row, softmax_grad_row)
+from _row_ops cimport (SHORT_ROW_F32, chunk_exp_sum, chunks_combine, exp_shifted_sum, exp_shifted_sum_fetching,
+                       log_shift_row, log_softmax_grad_row, row_dot, row_max, scale_row, softmax_grad_row)
 from _simd_math cimport exp_shifted_
-from _memory cimport FETCH_AHEAD_BYTES, FETCH_MIN_BYTES, LARGE_BYTES, STREAM_ROW_BYTES, stream_fence, stream_row
+from _memory cimport (FETCH_AHEAD_BYTES, FETCH_DEEP_BYTES, FETCH_EXP, FETCH_MAX, FETCH_MIN_BYTES, FETCH_NONE,
+                      LARGE_BYTES, STREAM_ROW_BYTES, stream_fence, stream_row)
 from _strided_ops cimport GROUP, TILE_MAX, strided_backward_tile, strided_forward_tile
 
 cnp.import_array()
@@ -109,8 +110,11 @@ cdef inline void forward_row_chunked(const floating* x, floating* out, Py_ssize_
 
 
 cdef inline double exp_sum_pass(const floating* x, floating* dst, Py_ssize_t n, bint log_softmax, floating row_top,
-                                bint wide) noexcept nogil:
-    """The second pass of a row: sum(exp(x - row_top)), the terms stored to dst for softmax."""
+                                bint wide, bint fetch) noexcept nogil:
+    """The second pass of a row: sum(exp(x - row_top)), the terms stored to dst for softmax; with fetch,
+    prefetching a later row as it goes (FETCH_EXP, see row_fetch)."""
+    if fetch:
+        return exp_shifted_sum_fetching(x, dst, n, row_top, not log_softmax, wide)
     if log_softmax:
         return exp_shifted_sum(x, dst, n, row_top, False, wide)
     return exp_shifted_sum(x, dst, n, row_top, True, wide)
@@ -126,38 +130,42 @@ cdef inline void finish_pass(const floating* x, floating* dst, Py_ssize_t n, bin
 
 
 cdef inline void three_pass_row(const floating* x, floating* dst, Py_ssize_t n, bint log_softmax,
-                                bint fetch) noexcept nogil:
+                                int fetch) noexcept nogil:
     """The three passes over one row that fits in cache (max; exp(x - max) stored for softmax and summed;
-    scale or shift), the result written to dst. fetch: prefetch ahead during the max pass (see row_max)."""
+    scale or shift), the result written to dst. fetch: where to prefetch a later row (see row_fetch)."""
     cdef bint wide
     # float64 rounds x - max once, as any float64 reference does (<= 5.7e-14 of the 1e-13 budget): no range test
-    cdef floating row_top = row_max(x, n, &wide, floating is float, fetch)
-    finish_pass(x, dst, n, log_softmax, row_top, exp_sum_pass(x, dst, n, log_softmax, row_top, wide))
+    cdef floating row_top = row_max(x, n, &wide, floating is float, fetch == FETCH_MAX)
+    finish_pass(x, dst, n, log_softmax, row_top,
+                exp_sum_pass(x, dst, n, log_softmax, row_top, wide, fetch == FETCH_EXP))
 
 
 cdef inline void three_pass_rows(const floating* x, floating* out, Py_ssize_t first, Py_ssize_t stop,
                                  Py_ssize_t n, Py_ssize_t x_rs, Py_ssize_t o_rs, bint log_softmax,
-                                 bint fetch) noexcept nogil:
+                                 int fetch) noexcept nogil:
     """Rows first..stop-1 by three_pass_row's passes, software-pipelined: the next row's max pass is issued
-    before this row's last pass, which waits on the sum, its fold and a division (or log)."""
+    before this row's last pass, which waits on the sum, its fold and a division (or log). fetch: where to
+    prefetch a later row (see row_fetch)."""
     cdef bint wide, next_wide
     cdef floating top, next_top
     cdef double total
     cdef Py_ssize_t r
+    cdef bint in_max = fetch == FETCH_MAX
+    cdef bint in_exp = fetch == FETCH_EXP
     if first >= stop:
         return
-    next_top = row_max(x + first * x_rs, n, &next_wide, floating is float, fetch)
+    next_top = row_max(x + first * x_rs, n, &next_wide, floating is float, in_max)
     for r in range(first, stop):
         top = next_top
         wide = next_wide
-        total = exp_sum_pass(x + r * x_rs, out + r * o_rs, n, log_softmax, top, wide)
+        total = exp_sum_pass(x + r * x_rs, out + r * o_rs, n, log_softmax, top, wide, in_exp)
         if r + 1 < stop:
-            next_top = row_max(x + (r + 1) * x_rs, n, &next_wide, floating is float, fetch)
+            next_top = row_max(x + (r + 1) * x_rs, n, &next_wide, floating is float, in_max)
         finish_pass(x + r * x_rs, out + r * o_rs, n, log_softmax, top, total)
 
 
 cdef void forward_row_block(const floating* x, floating* out, Py_ssize_t first, Py_ssize_t stop,
-                            Py_ssize_t n_cols, Py_ssize_t x_rs, Py_ssize_t o_rs, bint log_softmax, bint fetch,
+                            Py_ssize_t n_cols, Py_ssize_t x_rs, Py_ssize_t o_rs, bint log_softmax, int fetch,
                             bint stream) noexcept nogil:
     """Rows first..stop-1 of rows that fit in cache: one thread's share. With stream (arrays of LARGE_BYTES or
     more, see _memory.pxd), rows of up to STREAM_ROW_BYTES are computed into an L1 buffer and streamed to out,
@@ -177,16 +185,38 @@ cdef void forward_row_block(const floating* x, floating* out, Py_ssize_t first, 
     free(buf)
 
 
+cdef inline int row_fetch(const floating* x, Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t x_rs) noexcept nogil:
+    """Where the row kernels prefetch a later row of x (see _memory.pxd), by the array's size:
+    * FETCH_NONE: arrays under FETCH_MIN_BYTES (they stay in L2), and rows that are not contiguous, or longer
+      than FETCH_AHEAD_BYTES (they would prefetch within themselves, which was not measured);
+    * FETCH_MAX, from the max pass: arrays that the last-level cache holds, and float32 rows short enough for
+      exp_sum_short (its exp loop has no per-line step; a short row's prefetches are few enough to be issued
+      at once);
+    * FETCH_EXP, from the exp pass: arrays of FETCH_DEEP_BYTES or more, which come from memory. There a max
+      pass issued a row's worth of prefetches in one burst, more than the core keeps in flight; spread over the
+      exp pass, most of a row's time, they all are. Measured at T=1, time max / exp: 1.08-1.16x faster on
+      4096x1000 float32, 1.16x on 2048x2000, 1.10-1.22x on 8-12 MB; float64 1.08-1.14x; log_softmax 1.10-1.22x;
+      T=2 1.05-1.20x; 256 MB with out= 1.05x (T=1) and 1.12x (T=2). On arrays the last-level cache holds the
+      burst was better (6 MB: 0.94x, 4 MB: 0.85-0.91x with FETCH_EXP).
+    Rows longer than FETCH_AHEAD_BYTES and chunked rows measured 1.12-1.27x faster with the exp-pass prefetch too
+    (a row or chunk ahead), but every way of adding them changed how gcc compiled the passes of all other arrays
+    (rows in cache 8-15% slower, at equal instruction counts), so they do not prefetch."""
+    cdef Py_ssize_t n_bytes = n_rows * n_cols * <Py_ssize_t>sizeof(floating)
+    if x_rs != n_cols or n_cols * <Py_ssize_t>sizeof(floating) > FETCH_AHEAD_BYTES or n_bytes < FETCH_MIN_BYTES:
+        return FETCH_NONE
+    if floating is float:
+        if n_cols <= SHORT_ROW_F32:
+            return FETCH_MAX
+    return FETCH_EXP if n_bytes >= FETCH_DEEP_BYTES else FETCH_MAX
+
+
 cdef void forward_rows(const floating* x, floating* out, Py_ssize_t n_rows, Py_ssize_t n_cols,
                        Py_ssize_t x_rs, Py_ssize_t o_rs, bint log_softmax, int n_threads) noexcept nogil:
     cdef Py_ssize_t r, t, per
     cdef Py_ssize_t n_bytes = n_rows * n_cols * <Py_ssize_t>sizeof(floating)
     # Streaming stores only where several threads share the memory bandwidth (see _memory.pxd).
     cdef bint stream = n_bytes >= LARGE_BYTES and n_threads > 1 and FSM_OPENMP_VERSION != 0
-    # Contiguous rows out of L2 prefetch a row or more ahead from their max pass (rows of up to FETCH_AHEAD_BYTES:
-    # longer ones would prefetch within themselves, which was not measured).
-    cdef bint fetch = (x_rs == n_cols and n_cols * <Py_ssize_t>sizeof(floating) <= FETCH_AHEAD_BYTES
-                       and n_bytes >= FETCH_MIN_BYTES)
+    cdef int fetch = row_fetch(x, n_rows, n_cols, x_rs)
     if n_cols > CHUNKED_MIN_COLS:
         # The chunked two passes (no fetch: the hardware prefetchers follow these long rows well).
         if n_threads <= 1:

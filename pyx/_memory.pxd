@@ -1,6 +1,7 @@
 # Help for arrays out of cache, where the row kernels wait on memory: a prefetch of the input spread over the max
-# pass for arrays that miss L2 (FETCH_MIN_BYTES and more, fetch_ahead), and for arrays far larger than the
-# last-level cache (LARGE_BYTES and more) streaming stores for the result.
+# pass for arrays that miss L2 (FETCH_MIN_BYTES and more, fetch_ahead) or over the exp pass for arrays that come
+# from memory (FETCH_DEEP_BYTES and more, fetch_line; see row_fetch in _kernels.pxi), and for arrays far larger
+# than the last-level cache (LARGE_BYTES and more) streaming stores for the result.
 #
 # Streaming (non-temporal) stores.
 # A plain store to a line that is not in cache first reads the line from memory (read-for-ownership), so a
@@ -81,6 +82,14 @@ cdef enum:
     # prefetch FETCH_AHEAD_BYTES ahead from inside the max pass (see fetch_ahead).
     FETCH_MIN_BYTES = 2 * 1024 * 1024
     FETCH_AHEAD_BYTES = 8192
+    # From this size on, arrays come from memory rather than the last-level cache (measured: 8 MB and more behaved
+    # so on the 32 MB L3 the development machine shares), and their rows prefetch from the exp pass instead
+    # (see row_fetch in _kernels.pxi).
+    FETCH_DEEP_BYTES = 8 * 1024 * 1024
+    # Where a row prefetches (row_fetch): nowhere, from its max pass, from its exp pass.
+    FETCH_NONE = 0
+    FETCH_MAX = 1
+    FETCH_EXP = 2
 
 
 cdef inline void stream_row(floating* dst, const floating* src, Py_ssize_t n) noexcept nogil:
@@ -88,6 +97,11 @@ cdef inline void stream_row(floating* dst, const floating* src, Py_ssize_t n) no
         stream_f32(dst, src, n)
     else:
         stream_f64(dst, src, n)
+
+
+cdef inline void fetch_line(const floating* p) noexcept nogil:
+    """Prefetch the cache line FETCH_AHEAD_BYTES past p: one per line of a loop over a row (see exp_lines)."""
+    prefetch(<const void*>(<uintptr_t>p + FETCH_AHEAD_BYTES))
 
 
 cdef inline void fetch_ahead(const floating* p) noexcept nogil:
