@@ -1,11 +1,14 @@
 """Timing for `fastsoftmax bench`: calibrated samples, contenders interleaved, and a stderr progress bar.
 
 A sample is the mean time of `loops` back-to-back calls, with `loops` chosen so a sample lasts at least
-`min_sample_s` (tiny cases would otherwise measure the clock). Contenders take turns sample by sample
-(A B C A B C ..., the order rotated each round) so that drift on a shared machine hits all of them alike;
-the statistic reported is the median over rounds.
+`min_sample_s` (tiny cases would otherwise measure the clock). Contenders take turns sample by sample, in a new
+(seeded) random order each round, so that drift on a shared machine hits all of them alike and no contender
+always runs right after the same one: a peer whose pool threads stay busy after its calls (OpenVINO's) slowed
+whoever came next, and with the order only rotated that was fastsoftmax in every round (32x1000 at 2 threads:
+7-10x slower). The statistic reported is the median over rounds.
 """
 import math
+import random
 import statistics
 import sys
 import time
@@ -42,10 +45,12 @@ def interleave(contenders, rounds, min_sample_s, max_group_s=None, tick=None):
     names = list(contenders)
     loops = {n: calibrate(contenders[n], min_sample_s) for n in names}
     samples = {n: [] for n in names}
+    order = random.Random(len(names))   # seeded: the same orders in every run
     start = time.perf_counter()
     for r in range(rounds):
-        shift = r % len(names)
-        for n in names[shift:] + names[:shift]:
+        turn = list(names)
+        order.shuffle(turn)
+        for n in turn:
             samples[n].append(time_loops(contenders[n], loops[n]))
         if tick is not None:
             tick()
