@@ -108,7 +108,8 @@ def threadpoolctl_version():
 def pinned_threads(n_threads, use_torch):
     """Everyone on `n_threads` threads: threadpoolctl (BLAS and OpenMP pools, if installed), torch's intra-op
     pool, and fastsoftmax's default (see `fastsoftmax_callable` for why not its num_threads argument).
-    ONNX Runtime and OpenVINO get it through their session and compile options. Restores the previous settings on exit."""
+    ONNX Runtime and OpenVINO get it through their session and compile options. Restores the previous settings on
+    exit."""
     with contextlib.ExitStack() as stack:
         # fastsoftmax first: its previous default must be read before threadpoolctl caps OpenMP.
         fs_before = fastsoftmax.get_num_threads()

@@ -186,21 +186,21 @@ cdef void forward_row_block(const floating* x, floating* out, Py_ssize_t first, 
 
 
 cdef inline int row_fetch(const floating* x, Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t x_rs) noexcept nogil:
-    """Where the row kernels prefetch a later row of x (see _memory.pxd), by the array's size:
-    * FETCH_NONE: arrays under FETCH_MIN_BYTES (they stay in L2), and rows that are not contiguous, or longer
-      than FETCH_AHEAD_BYTES (they would prefetch within themselves, which was not measured);
+    """Where the row kernels prefetch a later row of x (x: for its dtype; see _memory.pxd), by the array's size:
+    * FETCH_NONE: arrays under FETCH_MIN_BYTES (they stay in L2), arrays whose rows are not back to back, and rows
+      longer than FETCH_AHEAD_BYTES (they would prefetch within themselves; see below);
     * FETCH_MAX, from the max pass: arrays that the last-level cache holds, and float32 rows short enough for
       exp_sum_short (its exp loop has no per-line step; a short row's prefetches are few enough to be issued
-      at once);
+      at once; there are none in the AVX-512 build, see SHORT_ROW_F32);
     * FETCH_EXP, from the exp pass: arrays of FETCH_DEEP_BYTES or more, which come from memory. There a max
       pass issued a row's worth of prefetches in one burst, more than the core keeps in flight; spread over the
-      exp pass, most of a row's time, they all are. Measured at T=1, time max / exp: 1.08-1.16x faster on
-      4096x1000 float32, 1.16x on 2048x2000, 1.10-1.22x on 8-12 MB; float64 1.08-1.14x; log_softmax 1.10-1.22x;
-      T=2 1.05-1.20x; 256 MB with out= 1.05x (T=1) and 1.12x (T=2). On arrays the last-level cache holds the
-      burst was better (6 MB: 0.94x, 4 MB: 0.85-0.91x with FETCH_EXP).
+      exp pass, most of a row's time, they all are. Measured at T=1, time max / exp (benchmarks/RESULTS.md,
+      "Prefetch from the exp pass"): 4096x1000 float32 1.08-1.17x faster, 2048x2000 1.16-1.28x, 8-12 MB
+      1.10-1.22x, float64 1.08-1.14x, log_softmax 1.21x; T=2 1.04-1.20x; 256 MB with out= 1.05x (T=1) and 1.12x
+      (T=2). On arrays the last-level cache holds the burst was better (6 MB: 0.94x, 4 MB: 0.84-0.91x).
     Rows longer than FETCH_AHEAD_BYTES and chunked rows measured 1.12-1.27x faster with the exp-pass prefetch too
     (a row or chunk ahead), but every way of adding them changed how gcc compiled the passes of all other arrays
-    (rows in cache 8-15% slower, at equal instruction counts), so they do not prefetch."""
+    (rows in cache 4-16% slower, at equal instruction counts), so they do not prefetch."""
     cdef Py_ssize_t n_bytes = n_rows * n_cols * <Py_ssize_t>sizeof(floating)
     if x_rs != n_cols or n_cols * <Py_ssize_t>sizeof(floating) > FETCH_AHEAD_BYTES or n_bytes < FETCH_MIN_BYTES:
         return FETCH_NONE
@@ -218,7 +218,7 @@ cdef void forward_rows(const floating* x, floating* out, Py_ssize_t n_rows, Py_s
     cdef bint stream = n_bytes >= LARGE_BYTES and n_threads > 1 and FSM_OPENMP_VERSION != 0
     cdef int fetch = row_fetch(x, n_rows, n_cols, x_rs)
     if n_cols > CHUNKED_MIN_COLS:
-        # The chunked two passes (no fetch: the hardware prefetchers follow these long rows well).
+        # The chunked two passes, without prefetch (see the end of row_fetch's docstring).
         if n_threads <= 1:
             for r in range(n_rows):
                 forward_row_chunked(x + r * x_rs, out + r * o_rs, n_cols, log_softmax)

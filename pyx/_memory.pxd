@@ -78,14 +78,15 @@ cdef enum:
     LARGE_BYTES = 64 * 1024 * 1024
     # Rows are staged in an L1 buffer of at most this many bytes; longer rows keep plain stores.
     STREAM_ROW_BYTES = 16 * 1024
-    # Arrays of contiguous rows of up to FETCH_AHEAD_BYTES, from FETCH_MIN_BYTES up (four times a 512 KiB L2),
-    # prefetch FETCH_AHEAD_BYTES ahead from inside the max pass (see fetch_ahead).
+    # Contiguous arrays of rows of up to FETCH_AHEAD_BYTES, from FETCH_MIN_BYTES up (four times a 512 KiB L2),
+    # prefetch FETCH_AHEAD_BYTES ahead (see row_fetch in _kernels.pxi): from inside the max pass (fetch_ahead)
+    # below FETCH_DEEP_BYTES, from inside the exp pass (fetch_line) from there on.
     FETCH_MIN_BYTES = 2 * 1024 * 1024
     FETCH_AHEAD_BYTES = 8192
-    # From this size on, arrays come from memory rather than the last-level cache (measured: 8 MB and more behaved
-    # so on the 32 MB L3 the development machine shares), and their rows prefetch from the exp pass instead
-    # (see row_fetch in _kernels.pxi).
-    FETCH_DEEP_BYTES = 8 * 1024 * 1024
+    # From this size on, arrays come from memory rather than the last-level cache, and their rows prefetch from
+    # the exp pass. Measured on the 32 MB L3 the development machine shares: 2048x1000 float32 (8.19 MB) and
+    # larger were faster with the exp-pass prefetch, 1536x1000 (6.1 MB) and smaller slower; hence 8 MB, decimal.
+    FETCH_DEEP_BYTES = 8 * 1000 * 1000
     # Where a row prefetches (row_fetch): nowhere, from its max pass, from its exp pass.
     FETCH_NONE = 0
     FETCH_MAX = 1
@@ -110,9 +111,11 @@ cdef inline void fetch_ahead(const floating* p) noexcept nogil:
     arrives while the current row is in its exp and scale passes, where the hardware prefetchers, stopped at the
     page end, do not run ahead (rows shorter than one step are not prefetched: their max pass has no such step).
     Spread over the loop rather than issued as one burst before each row (which it replaced beyond 64 MiB: equal
-    or 2-11% faster there, float64 most). A/B: 1.05-1.24x faster on 4-16 MB float32 arrays of rows of 512-1000 at
-    one thread (4096x1000 itself unchanged), 1.06-1.13x at two threads, 1.02-1.07x on float64 4096x1000; arrays
-    of 1 MB or less lost 1-3% with it, hence FETCH_MIN_BYTES (benchmarks/RESULTS.md, "Software prefetch").
+    or 2-11% faster there, float64 most). A/B, when it served every array from 2 MiB up: 1.05-1.24x faster on
+    4-16 MB float32 arrays of rows of 512-1000 at one thread (4096x1000 itself unchanged), 1.06-1.13x at two
+    threads, 1.02-1.07x on float64 4096x1000; arrays of 1 MB or less lost 1-3% with it, hence FETCH_MIN_BYTES
+    (benchmarks/RESULTS.md, "Software prefetch"). Arrays from FETCH_DEEP_BYTES up now prefetch from the exp pass
+    instead (fetch_line), but for float32 rows short enough for exp_sum_short.
     Past the end of an array it is harmless (prefetches never
     fault); the address is formed as an integer because a pointer that far past an array is undefined in C."""
     cdef uintptr_t at = <uintptr_t>p + FETCH_AHEAD_BYTES

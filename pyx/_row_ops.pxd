@@ -131,7 +131,7 @@ cdef inline void exp_lines(const floating* x, floating* dst, Py_ssize_t steps, f
                            bint exact) noexcept nogil:
     """dst = exp(x - shift) over `steps` cache lines of x, each step prefetching the line FETCH_AHEAD_BYTES
     ahead (a later row of a contiguous array, see _memory.pxd). A line's elements are one inner loop that gcc
-    unrolls into two vectors with the constants kept in registers."""
+    unrolls into straight vector code (two AVX2 vectors, one AVX-512) with the constants kept in registers."""
     cdef Py_ssize_t per = LINE_F32 if floating is float else LINE_F64
     cdef Py_ssize_t j, k
     for k in range(steps):
