@@ -195,9 +195,9 @@ cdef inline int row_fetch(const floating* x, Py_ssize_t n_rows, Py_ssize_t n_col
     * FETCH_EXP, from the exp pass: arrays of FETCH_DEEP_BYTES or more, which come from memory. There a max
       pass issued a row's worth of prefetches in one burst, more than the core keeps in flight; spread over the
       exp pass, most of a row's time, they all are. Measured at T=1, time max / exp (benchmarks/RESULTS.md,
-      "Prefetch from the exp pass"): 4096x1000 float32 1.08-1.17x faster, 2048x2000 1.16-1.28x, 8-12 MB
-      1.10-1.22x, float64 1.08-1.14x, log_softmax 1.21x; T=2 1.04-1.20x; 256 MB with out= 1.05x (T=1) and 1.12x
-      (T=2). On arrays the last-level cache holds the burst was better (6 MB: 0.94x, 4 MB: 0.84-0.91x).
+      "Prefetch from the exp pass"): 4096x1000 float32 1.08-1.17x faster, 2048x2000 1.16-1.28x, 12 MB 1.22x,
+      8 MB 0.99-1.10x, float64 1.08-1.14x, log_softmax 1.21x; T=2 1.04-1.20x; 256 MB with out= 1.05x (T=1) and
+      1.12x (T=2). On arrays the last-level cache holds the burst was better (6 MB: 0.94x, 4 MB: 0.84-0.91x).
     Rows longer than FETCH_AHEAD_BYTES and chunked rows measured 1.12-1.27x faster with the exp-pass prefetch too
     (a row or chunk ahead), but every way of adding them changed how gcc compiled the passes of all other arrays
     (rows in cache 4-16% slower, at equal instruction counts), so they do not prefetch."""

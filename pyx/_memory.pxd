@@ -84,8 +84,9 @@ cdef enum:
     FETCH_MIN_BYTES = 2 * 1024 * 1024
     FETCH_AHEAD_BYTES = 8192
     # From this size on, arrays come from memory rather than the last-level cache, and their rows prefetch from
-    # the exp pass. Measured on the 32 MB L3 the development machine shares: 2048x1000 float32 (8.19 MB) and
-    # larger were faster with the exp-pass prefetch, 1536x1000 (6.1 MB) and smaller slower; hence 8 MB, decimal.
+    # the exp pass. Measured on the 32 MB L3 the development machine shares: from 12 MB up the exp-pass prefetch
+    # was faster (1.14-1.28x), 6.1 MB and less slower (0.84-0.94x), and at 8.19 MB (2048x1000 float32) the two
+    # were even (1.10x in one series, 0.99x in another); hence 8 MB, decimal.
     FETCH_DEEP_BYTES = 8 * 1000 * 1000
     # Where a row prefetches (row_fetch): nowhere, from its max pass, from its exp pass.
     FETCH_NONE = 0
