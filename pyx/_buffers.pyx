@@ -224,6 +224,11 @@ cdef object _handler = fsm_handler_capsule()
 min_bytes = MIN_BYTES
 
 
+cdef inline bint default_policy():
+    """Whether NumPy's own allocation policy is in effect (no other NEP 49 handler installed)."""
+    return PyDataMem_GetHandler() is _default_handler
+
+
 def empty(shape, dtype):
     """``np.empty(shape, dtype)`` (C order); of min_bytes or more, through the cache of released results.
 
@@ -234,7 +239,7 @@ def empty(shape, dtype):
     cdef object old
     for extent in ((shape,) if isinstance(shape, int) else shape):
         n *= extent
-    if n < min_bytes or PyDataMem_GetHandler() is not _default_handler:
+    if n < min_bytes or not default_policy():
         return np.empty(shape, dt)
     old = PyDataMem_SetHandler(_handler)
     try:
@@ -258,7 +263,7 @@ def stats():
 
 def caching():
     """Whether results allocated now would go through the cache (NumPy's default policy is in effect)."""
-    return PyDataMem_GetHandler() is _default_handler
+    return default_policy()
 
 
 def _set_limits(Py_ssize_t min_size, Py_ssize_t max_size):
