@@ -18,7 +18,7 @@ from _row_ops cimport (SHORT_ROW_F32, chunk_exp_sum, chunks_combine, exp_shifted
                        log_shift_row, log_softmax_grad_row, row_dot, row_max, scale_row, softmax_grad_row)
 from _simd_math cimport exp_shifted_
 from _memory cimport (FETCH_AHEAD_BYTES, FETCH_DEEP_BYTES, FETCH_EXP, FETCH_MAX, FETCH_MIN_BYTES, FETCH_NONE,
-                      LARGE_BYTES, STREAM_ROW_BYTES, stream_fence, stream_row)
+                      LARGE_BYTES, STREAM_MIN_THREADS, STREAM_ROW_BYTES, stream_fence, stream_row)
 from _strided_ops cimport GROUP, TILE_MAX, strided_backward_tile, strided_forward_tile
 
 cnp.import_array()
@@ -214,8 +214,8 @@ cdef void forward_rows(const floating* x, floating* out, Py_ssize_t n_rows, Py_s
                        Py_ssize_t x_rs, Py_ssize_t o_rs, bint log_softmax, int n_threads) noexcept nogil:
     cdef Py_ssize_t r, t, per
     cdef Py_ssize_t n_bytes = n_rows * n_cols * <Py_ssize_t>sizeof(floating)
-    # Streaming stores only where several threads share the memory bandwidth (see _memory.pxd).
-    cdef bint stream = n_bytes >= LARGE_BYTES and n_threads > 1 and FSM_OPENMP_VERSION != 0
+    # Streaming stores only where memory is the bottleneck (see _memory.pxd).
+    cdef bint stream = n_bytes >= LARGE_BYTES and n_threads >= STREAM_MIN_THREADS and FSM_OPENMP_VERSION != 0
     cdef int fetch = row_fetch(x, n_rows, n_cols, x_rs)
     if n_cols > CHUNKED_MIN_COLS:
         # The chunked two passes, without prefetch (see the end of row_fetch's docstring).
@@ -226,7 +226,11 @@ cdef void forward_rows(const floating* x, floating* out, Py_ssize_t n_rows, Py_s
             for r in prange(n_rows, schedule='static', num_threads=n_threads):
                 forward_row_chunked(x + r * x_rs, out + r * o_rs, n_cols, log_softmax)
     elif n_threads <= 1:
-        three_pass_rows(x, out, 0, n_rows, n_cols, x_rs, o_rs, log_softmax, fetch)
+        # The test on the constant first: builds that never stream on one thread compile this branch as before.
+        if STREAM_MIN_THREADS == 1 and stream:
+            forward_row_block(x, out, 0, n_rows, n_cols, x_rs, o_rs, log_softmax, fetch, True)
+        else:
+            three_pass_rows(x, out, 0, n_rows, n_cols, x_rs, o_rs, log_softmax, fetch)
     else:
         # One contiguous block of rows per thread (what schedule='static' gives): the rows of a block are
         # pipelined (three_pass_rows), and a streaming block fences once.
@@ -629,8 +633,10 @@ def build_info():
         "compiler": FSM_COMPILER.decode("ascii", "replace"),
         "openmp": FSM_OPENMP_VERSION != 0,
         "openmp_version": FSM_OPENMP_VERSION,
-        # results of this many bytes or more are written with streaming stores when several threads run
+        # results of this many bytes or more are written with streaming stores by calls on stream_min_threads
+        # threads or more
         "large_bytes": LARGE_BYTES,
+        "stream_min_threads": STREAM_MIN_THREADS,
     }
 
 

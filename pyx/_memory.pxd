@@ -9,9 +9,11 @@
 # ownership read and the output's write-back. Streaming stores skip the ownership read: a 256 MB scaled copy
 # takes 0.69x the time with them on this project's machine (measured in C). In the softmax kernels they pay off
 # only where memory is the bottleneck: 0.6-0.8x the time on 128-256 MB float32 results with 2 threads, while
-# results that still fit in L3 (16-32 MB) got slower, and a single thread (compute-bound there) gained nothing
-# and lost up to 12% on float64 to the extra staging copy (benchmarks/RESULTS.md, "Streaming stores"). Hence
-# the conditions in forward_rows: LARGE_BYTES of result and more than one thread.
+# results that still fit in L3 (16-32 MB) got slower, and with the AVX2 kernels (Zen 3) a single thread,
+# compute-bound there, gained nothing and lost up to 12% on float64 to the extra staging copy (benchmarks/RESULTS.md,
+# "Streaming stores"). The AVX-512 kernels compute about twice as fast, and on a Zen 5 machine their single thread
+# waits on memory as well: streaming made 256 MB float32 results 1.29-1.57x faster at one thread, float64 1.04x.
+# Hence the conditions in forward_rows: LARGE_BYTES of result and STREAM_MIN_THREADS threads or more.
 #
 # The arithmetic stays in Cython: a kernel computes a row into an L1 buffer and stream_row copies it out. The one
 # thing Cython cannot say is "store this vector non-temporally", hence the intrinsics below, at the vector width
@@ -26,6 +28,7 @@ cdef extern from *:
     #if defined(__AVX512F__) || defined(__AVX__) || defined(__SSE2__)
     #include <immintrin.h>
     #if defined(__AVX512F__)
+    #define FSM_STREAM_MIN_THREADS 1
     #define FSM_VEC_BYTES 64
     #define FSM_STREAM_PS(d, s) _mm512_stream_ps(d, _mm512_loadu_ps(s))
     #define FSM_STREAM_PD(d, s) _mm512_stream_pd(d, _mm512_loadu_pd(s))
@@ -57,6 +60,10 @@ cdef extern from *:
     #define FSM_STREAM_FENCE() ((void)0)
     #endif
 
+    #ifndef FSM_STREAM_MIN_THREADS
+    #define FSM_STREAM_MIN_THREADS 2
+    #endif
+
     /* Streaming stores are weakly ordered: a thread fences after its last one, before other threads (or the
        caller) read the result. */
     static inline void fsm_stream_fence(void) { FSM_STREAM_FENCE(); }
@@ -71,6 +78,9 @@ cdef extern from *:
     void stream_f64 "fsm_stream_f64"(double* dst, const double* src, Py_ssize_t n) noexcept nogil
     void stream_fence "fsm_stream_fence"() noexcept nogil
     void prefetch "FSM_PREFETCH"(const void* p) noexcept nogil
+    # Calls on at least this many threads stream their large results (see the note above): 2 in general, 1 in
+    # the AVX-512 build, whose single thread is bound by memory there too.
+    const int STREAM_MIN_THREADS "FSM_STREAM_MIN_THREADS"
 
 cdef enum:
     # Results of at least this many bytes are streamed (with several threads): twice the 32 MB L3 of the machine

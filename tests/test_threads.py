@@ -220,13 +220,15 @@ def test_one_thread_and_all_threads_agree(shape, axis, last_axis, dtype):
 @pytest.mark.usefixtures("simd_level")
 @pytest.mark.parametrize("dtype, n_cols", [(np.float32, 1001), (np.float64, 333)], ids=["float32", "float64"])
 def test_streamed_results_match_one_thread(dtype, n_cols):
-    """Large results written by several threads take the streaming-store path (rows staged in an L1
-    buffer, unaligned row starts included): the values must be those of the plain one-thread path, also in
-    place and into a strided out=."""
+    """Large results written by several threads (and by one in the AVX-512 build, see stream_min_threads) take
+    the streaming-store path (rows staged in an L1 buffer, unaligned row starts included): the values must be
+    those of the plain path, which rows computed as a small array take, also in place and into a strided out=."""
     n_rows = _dispatch.kernels.build_info()["large_bytes"] // (n_cols * np.dtype(dtype).itemsize) + 5
     x = (np.random.default_rng(9).standard_normal((n_rows, n_cols)) * 4).astype(dtype)
     for fn in (softmax, log_softmax):
         one = fn(x, num_threads=1)
+        for start in (0, 1, n_rows // 2, n_rows - 7):   # rows of a small array: neither streamed nor threaded
+            assert_array_equal(fn(x[start:start + 7], num_threads=1), one[start:start + 7], err_msg=fn.__name__)
         assert_array_equal(fn(x, num_threads=2), one, err_msg=fn.__name__)
         inplace = x.copy()
         fn(inplace, out=inplace, num_threads=2)
