@@ -19,7 +19,7 @@ from _row_ops cimport (SHORT_ROW_F32, chunk_exp_sum, chunks_combine, exp_shifted
 from _simd_math cimport exp_shifted_
 from _memory cimport (FETCH_AHEAD_BYTES, FETCH_DEEP_BYTES, FETCH_EXP, FETCH_MAX, FETCH_MIN_BYTES, FETCH_NONE,
                       LARGE_BYTES, STREAM_MIN_THREADS, STREAM_ROW_BYTES, stream_fence, stream_row)
-from _strided_ops cimport GROUP, TILE_MAX, strided_backward_tile, strided_forward_tile
+from _strided_ops cimport GROUP, TILE_MAX, next_tile, no_fetch, strided_backward_tile, strided_forward_tile
 
 cnp.import_array()
 
@@ -304,20 +304,30 @@ cdef void forward_strided(const floating* x, floating* out, Py_ssize_t outer, Py
     cdef Py_ssize_t n_tiles = (inner + tile - 1) // tile
     cdef Py_ssize_t n_items = outer * n_tiles
     cdef Py_ssize_t it, o, j0
+    # Prefetch the next tile where the array comes from memory (see strided_forward_tile).
+    cdef bint fetch = outer * K * inner * <Py_ssize_t>sizeof(floating) >= FETCH_DEEP_BYTES
     if n_threads > n_items:
         n_threads = <int>n_items
     if n_threads <= 1:
         for it in range(n_items):
             o = it // n_tiles
             j0 = (it % n_tiles) * tile
-            strided_forward_tile(x + o * x_so + j0, out + o * o_so + j0, K, min(tile, inner - j0),
-                                 x_sk, o_sk, log_softmax)
+            if fetch:
+                strided_forward_tile(x + o * x_so + j0, out + o * o_so + j0, K, min(tile, inner - j0),
+                                     x_sk, o_sk, log_softmax, <next_tile>0)
+            else:
+                strided_forward_tile(x + o * x_so + j0, out + o * o_so + j0, K, min(tile, inner - j0),
+                                     x_sk, o_sk, log_softmax, <no_fetch>0)
     else:
         for it in prange(n_items, schedule='static', num_threads=n_threads):
             o = it // n_tiles
             j0 = (it % n_tiles) * tile
-            strided_forward_tile(x + o * x_so + j0, out + o * o_so + j0, K, min(tile, inner - j0),
-                                 x_sk, o_sk, log_softmax)
+            if fetch:
+                strided_forward_tile(x + o * x_so + j0, out + o * o_so + j0, K, min(tile, inner - j0),
+                                     x_sk, o_sk, log_softmax, <next_tile>0)
+            else:
+                strided_forward_tile(x + o * x_so + j0, out + o * o_so + j0, K, min(tile, inner - j0),
+                                     x_sk, o_sk, log_softmax, <no_fetch>0)
 
 
 cdef int forward_any(const floating* x, floating* out, Py_ssize_t outer, Py_ssize_t K, Py_ssize_t inner,

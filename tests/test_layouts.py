@@ -167,6 +167,18 @@ def test_segmentation_class_axis(n, c, hw, dtype, fn):
 
 
 @pytest.mark.parametrize("fn", FORWARD)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_segmentation_arrays_that_prefetch(dtype, fn):
+    """A class axis over an array of 8 MB or more, whose tiles prefetch the next one (in x and out, past the end
+    of the last): every slice against the reference, and the same columns computed in a small array alike."""
+    n_hw = 8 * 1000 * 1000 // (2 * 21 * np.dtype(dtype).itemsize) + 5   # odd: a narrower last tile
+    x = (np.random.default_rng(21).standard_normal((2, 21, n_hw)) * 4).astype(dtype)
+    y = fn(x, axis=1)
+    assert_matches_reference(fn, y, x, 1)
+    assert_array_equal(fn(np.ascontiguousarray(x[:, :, -700:]), axis=1), y[:, :, -700:])
+
+
+@pytest.mark.parametrize("fn", FORWARD)
 @pytest.mark.parametrize("inner", [1, 2, 3, 7, 8, 9, 16])
 def test_middle_axis_with_narrow_inner_block(inner, fn):
     """(4, 100, inner) over axis 1: inner < 8 goes through a transposed copy, inner >= 8 strided in place."""
