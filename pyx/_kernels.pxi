@@ -198,9 +198,10 @@ cdef inline int row_fetch(const floating* x, Py_ssize_t n_rows, Py_ssize_t n_col
       "Prefetch from the exp pass"): 4096x1000 float32 1.08-1.17x faster, 2048x2000 1.16-1.28x, 12 MB 1.22x,
       8 MB 0.99-1.10x, float64 1.08-1.14x, log_softmax 1.21x; T=2 1.04-1.20x; 256 MB with out= 1.05x (T=1) and
       1.12x (T=2). On arrays the last-level cache holds the burst was better (6 MB: 0.94x, 4 MB: 0.84-0.91x).
-    Rows longer than FETCH_AHEAD_BYTES and chunked rows measured 1.12-1.27x faster with the exp-pass prefetch too
-    (a row or chunk ahead), but every way of adding them changed how gcc compiled the passes of all other arrays
-    (rows in cache 4-16% slower, at equal instruction counts), so they do not prefetch."""
+    Rows longer than FETCH_AHEAD_BYTES measured 1.12-1.27x faster with the exp-pass prefetch too (a row ahead),
+    but every way of adding them changed how gcc compiled the passes of all other arrays (rows in cache 4-16%
+    slower, at equal instruction counts), so they do not prefetch. Chunked rows (longer than CHUNKED_MIN_COLS)
+    prefetch from each chunk's max pass, FETCH_AHEAD_BYTES (the next chunk) ahead: see chunk_exp_sum."""
     cdef Py_ssize_t n_bytes = n_rows * n_cols * <Py_ssize_t>sizeof(floating)
     if x_rs != n_cols or n_cols * <Py_ssize_t>sizeof(floating) > FETCH_AHEAD_BYTES or n_bytes < FETCH_MIN_BYTES:
         return FETCH_NONE
@@ -218,7 +219,7 @@ cdef void forward_rows(const floating* x, floating* out, Py_ssize_t n_rows, Py_s
     cdef bint stream = n_bytes >= LARGE_BYTES and n_threads >= STREAM_MIN_THREADS and FSM_OPENMP_VERSION != 0
     cdef int fetch = row_fetch(x, n_rows, n_cols, x_rs)
     if n_cols > CHUNKED_MIN_COLS:
-        # The chunked two passes, without prefetch (see the end of row_fetch's docstring).
+        # The chunked two passes (they prefetch within the row, see chunk_exp_sum).
         if n_threads <= 1:
             for r in range(n_rows):
                 forward_row_chunked(x + r * x_rs, out + r * o_rs, n_cols, log_softmax)
