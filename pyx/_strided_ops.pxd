@@ -49,16 +49,27 @@ cdef inline void exp_tile_rows(const floating* xr, floating* orow, const floatin
             part[j] += e
 
 
+cdef inline void fetch_tile_row(const floating* xr, const floating* orow, Py_ssize_t lines) noexcept nogil:
+    """Prefetch `lines` cache lines of x and of out from xr and orow: one row of the next tile."""
+    cdef Py_ssize_t j
+    for j in range(lines):
+        prefetch(<const char*>xr + 64 * j)
+        prefetch(<const char*>orow + 64 * j)
+
+
 cdef inline void strided_forward_tile(const floating* x, floating* out, Py_ssize_t K, Py_ssize_t w,
                                       Py_ssize_t xs, Py_ssize_t os, bint log_softmax, tile_fetch fetch) noexcept nogil:
     """softmax (or log_softmax) over k of x[k * xs + j], for every column j < w <= TILE_MAX.
 
-    With fetch of type next_tile (arrays that come from memory), the max pass prefetches, row by row, the w
-    columns to the right of the tile in x and out: the next tile of the slab. A tile's row is only w elements of a long row, too short for
-    the hardware prefetchers to get ahead of, and out is read for ownership before the exp pass's stores. Measured
-    (Zen 5, A/B): 8x21x16384 float32 over axis 1 (11 MB) 1.27-1.31x faster at one and two threads (the AVX2 build
-    1.24x), 4x19x32768 1.30x, 16x64x4096 1.0-1.12x, log_softmax and float64 1.0-1.04x. Arrays in cache do not
-    prefetch: 8x21x4096 (2.75 MB) was 0.81x with it."""
+    With fetch of type next_tile (arrays that come from memory), the exp pass prefetches, row by row, the w
+    columns to the right of the tile in x and out: the next tile of the slab. A tile's row is only w elements of a
+    long row, too short for the hardware prefetchers to get ahead of, and out is read for ownership before the exp
+    pass's stores. Measured (Zen 5, A/B): issued from the max pass, 8x21x16384 float32 over axis 1 (11 MB) was
+    1.27-1.31x faster at one and two threads (the AVX2 build 1.24x) and 8x21x4096 (2.75 MB, in cache) 0.81x, so
+    arrays in cache do not prefetch. Moved to the exp pass, most of a tile's time, where the prefetches are spread
+    over the compute instead of issued next to a pass that only loads: another 1.06-1.16x on 8x21x16384 (T=1; T=2
+    1.10-1.13x; AVX2 1.17x), 1.13-1.22x on 4x19x32768, 1.16-1.37x on 16x64x4096, 1.19x on 8x1000x512, log_softmax
+    1.08-1.19x, float64 1.15x. Prefetching x alone lost 4-12% against x and out."""
     cdef floating col_max[TILE_MAX]
     cdef floating col_min[TILE_MAX]
     cdef floating part[TILE_MAX]
@@ -74,10 +85,6 @@ cdef inline void strided_forward_tile(const floating* x, floating* out, Py_ssize
         col_sum[j] = 0.0
     for k in range(K):
         xr = x + k * xs
-        if tile_fetch is next_tile:   # the next tile's part of this row, in and out
-            for j in range(fetch_lines):
-                prefetch(<const char*>(xr + w) + 64 * j)
-                prefetch(<const char*>(out + k * os + w) + 64 * j)
         if floating is float:
             for j in range(w):
                 col_max[j] = xr[j] if xr[j] > col_max[j] else col_max[j]
@@ -95,6 +102,8 @@ cdef inline void strided_forward_tile(const floating* x, floating* out, Py_ssize
             part[j] = 0
         if not exact:   # the common case: no wide column in the tile, one fast loop over all its columns
             for k in range(k0, k1):
+                if tile_fetch is next_tile:   # the next tile's part of this row, in and out
+                    fetch_tile_row(x + k * xs + w, out + k * os + w, fetch_lines)
                 exp_tile_rows(x + k * xs, out + k * os, col_max, part, 0, w, log_softmax, False)
         else:
             for g in range((w + GROUP - 1) // GROUP):
@@ -104,6 +113,8 @@ cdef inline void strided_forward_tile(const floating* x, floating* out, Py_ssize
                 for j in range(j0, j1):
                     group_exact = group_exact or not (col_max[j] - col_min[j] < EXACT_RANGE)
                 for k in range(k0, k1):
+                    if tile_fetch is next_tile and g == 0:   # once per row, with the first group
+                        fetch_tile_row(x + k * xs + w, out + k * os + w, fetch_lines)
                     exp_tile_rows(x + k * xs, out + k * os, col_max, part, j0, j1, log_softmax, group_exact)
         for j in range(w):
             col_sum[j] += part[j]
