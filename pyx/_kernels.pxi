@@ -51,6 +51,15 @@ cdef enum:
     # 150 000 can use 16 cores. Every chunked row goes through the same chunk arithmetic and the choices depend
     # on the shape only, never on the thread count, so results are bitwise identical at every thread count.
     SPLIT_MAX_ROWS = 16
+    # Splitting rows costs two parallel regions and a malloc: at 2 threads (Zen 5) 1x16385 ran at 0.78x and
+    # 1x32000 at 1.00x the speed of one thread, 2x20000 at 1.04-1.09x, 1x40000 at 1.14x. Fewer elements than
+    # SPLIT_MIN_ELEMENTS run on one thread (forward_row_chunked: the same chunk arithmetic, the same bits).
+    SPLIT_MIN_ELEMENTS = 32768
+    # softmax_backward is two light passes per row (a dot product, a multiply): at 2 threads 8x1024 ran at 0.78x,
+    # 16x1000 at 0.91x, 24x1000 at 1.03x, 32x1000 at 1.08x the speed of one thread, so it runs on one thread below
+    # SOFTMAX_BACKWARD_PARALLEL_MIN elements. log_softmax_backward (an exp per element) breaks even at 8x1024, as
+    # the forward kernels do (serial_limit).
+    SOFTMAX_BACKWARD_PARALLEL_MIN = 24576
     # Strided tiles are sized so K rows of one tile, in and out, stay in a 512 KiB share of L2.
     TILE_BYTES = 512 * 1024
     # A non-last axis whose contiguous inner block is narrower than this goes through a transposed copy
@@ -336,7 +345,9 @@ cdef int forward_any(const floating* x, floating* out, Py_ssize_t outer, Py_ssiz
                      bint log_softmax, int n_threads) noexcept nogil:
     if inner == 1:
         if K > CHUNKED_MIN_COLS and outer < SPLIT_MAX_ROWS and n_threads > 1:
-            return forward_split_rows(x, out, outer, K, x_so, o_so, log_softmax, n_threads)
+            if outer * K >= SPLIT_MIN_ELEMENTS:
+                return forward_split_rows(x, out, outer, K, x_so, o_so, log_softmax, n_threads)
+            n_threads = 1
         if n_threads > outer:
             n_threads = <int>outer
         forward_rows(x, out, outer, K, x_so, o_so, log_softmax, n_threads)
@@ -361,6 +372,8 @@ cdef void backward_any(const floating* g, const floating* y, floating* out, Py_s
                        Py_ssize_t inner, Py_ssize_t g_so, Py_ssize_t g_sk, Py_ssize_t y_so, Py_ssize_t y_sk,
                        Py_ssize_t o_so, Py_ssize_t o_sk, bint log_softmax, int n_threads) noexcept nogil:
     cdef Py_ssize_t r, it, o, j0, tile, n_tiles, n_items
+    if not log_softmax and outer * K * inner < SOFTMAX_BACKWARD_PARALLEL_MIN:
+        n_threads = 1
     if inner == 1:
         if n_threads > outer:
             n_threads = <int>outer
