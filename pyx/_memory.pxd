@@ -70,14 +70,17 @@ cdef extern from *:
 
     #if defined(__GNUC__) || defined(__clang__)
     #define FSM_PREFETCH(p) __builtin_prefetch((p), 0, 3)
+    #define FSM_PREFETCH_W(p) __builtin_prefetch((p), 1, 3)
     #else
     #define FSM_PREFETCH(p) ((void)(p))
+    #define FSM_PREFETCH_W(p) ((void)(p))
     #endif
     """
     void stream_f32 "fsm_stream_f32"(float* dst, const float* src, Py_ssize_t n) noexcept nogil
     void stream_f64 "fsm_stream_f64"(double* dst, const double* src, Py_ssize_t n) noexcept nogil
     void stream_fence "fsm_stream_fence"() noexcept nogil
     void prefetch "FSM_PREFETCH"(const void* p) noexcept nogil
+    void prefetch_w "FSM_PREFETCH_W"(const void* p) noexcept nogil
     # Calls on at least this many threads stream their large results (see the note above): 2 in general, 1 in
     # the AVX-512 build, whose single thread is bound by memory there too.
     const int STREAM_MIN_THREADS "FSM_STREAM_MIN_THREADS"
@@ -90,7 +93,7 @@ cdef enum:
     STREAM_ROW_BYTES = 16 * 1024
     # Contiguous arrays of rows of up to FETCH_AHEAD_BYTES, from FETCH_MIN_BYTES up (four times a 512 KiB L2),
     # prefetch FETCH_AHEAD_BYTES ahead (see row_fetch in _kernels.pxi): from inside the max pass (fetch_ahead)
-    # below FETCH_DEEP_BYTES, from inside the exp pass (fetch_line) from there on.
+    # below FETCH_DEEP_BYTES, from inside the exp pass (fetch_line, and fetch_line_w for the result) from there on.
     FETCH_MIN_BYTES = 2 * 1024 * 1024
     FETCH_AHEAD_BYTES = 8192
     # From this size on, arrays come from memory rather than the last-level cache, and their rows prefetch from
@@ -114,6 +117,11 @@ cdef inline void stream_row(floating* dst, const floating* src, Py_ssize_t n) no
 cdef inline void fetch_line(const floating* p) noexcept nogil:
     """Prefetch the cache line FETCH_AHEAD_BYTES past p: one per line of a loop over a row (see exp_lines)."""
     prefetch(<const void*>(<uintptr_t>p + FETCH_AHEAD_BYTES))
+
+
+cdef inline void fetch_line_w(const floating* p) noexcept nogil:
+    """fetch_line for a line about to be written (prefetchw where the CPU has it)."""
+    prefetch_w(<const void*>(<uintptr_t>p + FETCH_AHEAD_BYTES))
 
 
 cdef inline void fetch_ahead(const floating* p) noexcept nogil:
