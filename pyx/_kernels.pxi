@@ -14,7 +14,7 @@ from libc.stdlib cimport free, malloc
 from cpython.pyport cimport PY_SSIZE_T_MAX
 
 from _openmp_helpers cimport FSM_OPENMP_VERSION, omp_get_max_threads
-from _row_ops cimport (SHORT_ROW_F32, chunk_exp_sum, chunks_combine, exp_shifted_sum, exp_shifted_sum_fetching,
+from _row_ops cimport (SHORT_ROW_F32, SHORT_SUM_F32, chunk_exp_sum, exp_sum_short_lanes, chunks_combine, exp_shifted_sum, exp_shifted_sum_fetching,
                        log_shift_row, log_softmax_grad_row, row_dot, row_max, scale_row, softmax_grad_row)
 from _simd_math cimport exp_shifted_
 from _memory cimport (FETCH_AHEAD_BYTES, FETCH_DEEP_BYTES, FETCH_EXP, FETCH_MAX, FETCH_MIN_BYTES, FETCH_NONE,
@@ -122,6 +122,12 @@ cdef inline double exp_sum_pass(const floating* x, floating* dst, Py_ssize_t n, 
                                 bint wide, bint fetch) noexcept nogil:
     """The second pass of a row: sum(exp(x - row_top)), the terms stored to dst for softmax; with fetch,
     prefetching a later row as it goes (FETCH_EXP, see row_fetch)."""
+    if floating is float:
+        # The test on the constant first: builds with exp_sum_short compile this function as before.
+        if SHORT_ROW_F32 == 0 and n <= SHORT_SUM_F32:
+            if fetch:
+                return exp_sum_short_lanes(x, dst, n, row_top, not log_softmax, wide, True)
+            return exp_sum_short_lanes(x, dst, n, row_top, not log_softmax, wide, False)
     if fetch:
         return exp_shifted_sum_fetching(x, dst, n, row_top, not log_softmax, wide)
     if log_softmax:
