@@ -15,7 +15,7 @@ from cpython.pyport cimport PY_SSIZE_T_MAX
 
 from _openmp_helpers cimport FSM_OPENMP_VERSION, omp_get_max_threads
 from _row_ops cimport (SHORT_ROW_F32, SHORT_SUM_F32, chunk_exp_sum, exp_sum_short_lanes, chunks_combine, exp_shifted_sum, exp_shifted_sum_fetching,
-                       log_shift_row, log_softmax_grad_row, row_dot, row_max, scale_row, softmax_grad_row)
+                       log_shift_row, log_softmax_grad_row, row_dot, row_dot_short, row_max, scale_row, softmax_grad_row)
 from _simd_math cimport exp_shifted_
 from _memory cimport (FETCH_AHEAD_BYTES, FETCH_DEEP_BYTES, FETCH_EXP, FETCH_MAX, FETCH_MIN_BYTES, FETCH_NONE,
                       LARGE_BYTES, STREAM_MIN_THREADS, STREAM_ROW_BYTES, stream_fence, stream_row)
@@ -368,6 +368,14 @@ cdef int forward_any(const floating* x, floating* out, Py_ssize_t outer, Py_ssiz
 
 cdef inline void backward_row(const floating* g, const floating* y, floating* out, Py_ssize_t n,
                               bint log_softmax) noexcept nogil:
+    if floating is float:
+        # Short float32 rows in the AVX-512 build (the test on the constant first: other builds as before).
+        if SHORT_ROW_F32 == 0 and n <= SHORT_SUM_F32:
+            if log_softmax:
+                log_softmax_grad_row(g, y, out, n, <float>row_dot_short(g, <const float*>NULL, n))
+            else:
+                softmax_grad_row(g, y, out, n, <float>row_dot_short(g, y, n))
+            return
     if log_softmax:
         log_softmax_grad_row(g, y, out, n, <floating>row_dot(g, <const floating*>NULL, n))
     else:

@@ -296,13 +296,26 @@ cdef enum:
     SHORT_SUM_LANES = 16
 
 
+cdef inline double fold_sum_short(const float* acc) noexcept nogil:
+    """Sum of SHORT_SUM_LANES partial sums, halving into fresh arrays (the form gcc vectorizes); the last two
+    added in double."""
+    cdef float w[8]
+    cdef float u[4]
+    cdef float t[2]
+    cdef Py_ssize_t j
+    for j in range(8):
+        w[j] = acc[j] + acc[j + 8]
+    for j in range(4):
+        u[j] = w[j] + w[j + 4]
+    for j in range(2):
+        t[j] = u[j] + u[j + 2]
+    return <double>t[0] + <double>t[1]
+
+
 cdef inline double lane_sum_short(const float* v, Py_ssize_t n) noexcept nogil:
     """sum(v[:n]) for n <= SHORT_SUM_F32 in SHORT_SUM_LANES lanes, the lanes folded by halves into fresh arrays
     (the form gcc vectorizes)."""
     cdef float acc[SHORT_SUM_LANES]
-    cdef float w[8]
-    cdef float u[4]
-    cdef float t[2]
     cdef double total
     cdef Py_ssize_t i, j, k, n_main = n - n % SHORT_SUM_LANES
     for j in range(SHORT_SUM_LANES):
@@ -311,13 +324,7 @@ cdef inline double lane_sum_short(const float* v, Py_ssize_t n) noexcept nogil:
         i = k * SHORT_SUM_LANES
         for j in range(SHORT_SUM_LANES):
             acc[j] += v[i + j]
-    for j in range(8):
-        w[j] = acc[j] + acc[j + 8]
-    for j in range(4):
-        u[j] = w[j] + w[j + 4]
-    for j in range(2):
-        t[j] = u[j] + u[j + 2]
-    total = <double>t[0] + <double>t[1]
+    total = fold_sum_short(acc)
     for i in range(n_main, n):
         total += v[i]
     return total
@@ -519,6 +526,32 @@ cdef inline double row_dot(const floating* a, const floating* b, Py_ssize_t n) n
         total += fold_sum(acc)
     for i in range(n_main, n):
         total += a[i] * b[i] if b != NULL else a[i]
+    return total
+
+
+cdef inline double row_dot_short(const float* a, const float* b, Py_ssize_t n) noexcept nogil:
+    """row_dot for a float32 row of n <= SHORT_SUM_F32 in the AVX-512 build: SHORT_SUM_LANES lanes with
+    fold_sum_short (see exp_sum_short_lanes), a * b prefetching as row_dot does, every other step. Measured
+    (Zen 5, A/B): softmax_backward 1024x128, 8192x128, 256x197 1.08-1.14x at T=1, 1.10-1.21x at T=2, 24576x128
+    (12 MB) 1.02-1.07x; log_softmax_backward 1.13-1.22x. Without the prefetch rows in cache gained 1.24-1.33x
+    but 24576x128 lost 6%; prefetching every step was 1-3% slower than every other."""
+    cdef float acc[SHORT_SUM_LANES]
+    cdef double total
+    cdef Py_ssize_t i, j, k, n_main = n - n % SHORT_SUM_LANES
+    if b == NULL:
+        return lane_sum_short(a, n)
+    for j in range(SHORT_SUM_LANES):
+        acc[j] = SUM_START
+    for k in range(n_main // SHORT_SUM_LANES):
+        i = k * SHORT_SUM_LANES
+        if DOT_FETCH and k % 2 == 0:   # fetch_ahead covers two steps
+            fetch_ahead(a + i)
+            fetch_ahead(b + i)
+        for j in range(SHORT_SUM_LANES):
+            acc[j] += a[i + j] * b[i + j]
+    total = fold_sum_short(acc)
+    for i in range(n_main, n):
+        total += a[i] * b[i]
     return total
 
 
