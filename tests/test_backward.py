@@ -301,3 +301,18 @@ def test_softmax_backward_is_the_jacobian_product(shape, axis):
     vjp = np.einsum("...ij,...i->...j", jac, g_moved)  # dL/dx_j = sum_i g_i dy_i/dx_j
     expected = np.transpose(vjp.reshape([shape[d] for d in others + axes]), np.argsort(others + axes))
     assert_allclose(softmax_backward(g, y, axis=axis), expected, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("shape", [(600, 1001), (5000, 128)], ids=["600x1001", "5000x128"])
+def test_log_softmax_backward_from_memory(shape, dtype):
+    """Arrays of 2 MiB or more take log_softmax_backward's prefetching pass: the same bits as rows that do not
+    (a slice of 10 rows is under the threshold), and within a rounding bound of the float64 formula. The bound
+    scales with sum(|g|) of the row: sum(g) is rounded to the dtype before it multiplies exp(y)."""
+    g, y = inputs(log_softmax_backward, shape, -1, dtype)
+    result = log_softmax_backward(g, y)
+    assert_array_equal(result[:10], log_softmax_backward(g[:10], y[:10]))
+    eps = np.finfo(dtype).eps
+    g64, y64 = g.astype(np.float64), y.astype(np.float64)
+    bound = 8 * eps * (np.abs(g64) + np.exp(y64) * np.abs(g64).sum(-1, keepdims=True))
+    assert np.all(np.abs(result - reference_backward(log_softmax_backward, g, y, -1)) <= bound)
