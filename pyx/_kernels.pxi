@@ -65,6 +65,13 @@ cdef enum:
     # A non-last axis whose contiguous inner block is narrower than this goes through a transposed copy
     # instead (too few columns to fill a vector register); see fastsoftmax/_api.py.
     MIN_STRIDED_INNER = 8
+    # Strided tiles of arrays from memory (which prefetch the next tile, one tile row per exp-pass row) are at
+    # most this many bytes wide: a burst of prefetches per row that the core keeps in flight. Measured (Zen 5,
+    # A/B, against 2 KiB for float32 and 4 KiB for float64, the widths TILE_MAX gave): 8x21x16384 over axis 1
+    # float64 1.33x, float32 1.09-1.11x; 16x64x4096 1.34-1.40x; T=2 1.04-1.27x; log_softmax 1.07-1.17x; 4x150x4096
+    # (already narrower) even. 512 bytes was 0.90-1.03x of 1024, 256 bytes 0.5-0.7x. Arrays in cache and the
+    # backward passes keep the wider tiles (0.94-0.97x and 0.93x with them narrow).
+    FETCH_TILE_ROW_BYTES = 1024
 
 # The thread policy's settings, pushed here by fastsoftmax._threads (see threads_for): arrays with fewer elements
 # than serial_limit run on one thread; default_threads is set_num_threads' value (0: OpenMP's default);
@@ -299,13 +306,14 @@ cdef int forward_split_rows(const floating* x, floating* out, Py_ssize_t n_rows,
 
 
 cdef Py_ssize_t tile_width(Py_ssize_t outer, Py_ssize_t K, Py_ssize_t inner, Py_ssize_t itemsize,
-                           int n_threads) noexcept nogil:
+                           int n_threads, Py_ssize_t max_row_bytes) noexcept nogil:
     """Columns per strided tile (a power of two): as wide as TILE_MAX allows while K rows of a tile (in and out)
-    fit TILE_BYTES, then narrower until there are a few tiles per thread. The tiling never changes the
-    arithmetic of a column (exactness is decided per fixed group of GROUP columns, see _strided_ops.pxd)."""
+    fit TILE_BYTES and a tile's row is at most max_row_bytes, then narrower until there are a few tiles per
+    thread. The tiling never changes the arithmetic of a column (exactness is decided per fixed group of GROUP
+    columns, see _strided_ops.pxd)."""
     cdef Py_ssize_t tile = TILE_MAX
     # Never narrower than GROUP: tiles must start at multiples of it (see _strided_ops.pxd).
-    while tile > GROUP and 2 * K * tile * itemsize > TILE_BYTES:
+    while tile > GROUP and (2 * K * tile * itemsize > TILE_BYTES or tile * itemsize > max_row_bytes):
         tile //= 2
     if n_threads > 1:
         while tile > GROUP and outer * ((inner + tile - 1) // tile) < 4 * n_threads:
@@ -316,12 +324,14 @@ cdef Py_ssize_t tile_width(Py_ssize_t outer, Py_ssize_t K, Py_ssize_t inner, Py_
 cdef void forward_strided(const floating* x, floating* out, Py_ssize_t outer, Py_ssize_t K, Py_ssize_t inner,
                           Py_ssize_t x_so, Py_ssize_t x_sk, Py_ssize_t o_so, Py_ssize_t o_sk,
                           bint log_softmax, int n_threads) noexcept nogil:
-    cdef Py_ssize_t tile = tile_width(outer, K, inner, sizeof(floating), n_threads)
+    # Prefetch the next tile where the array comes from memory (see strided_forward_tile), and then keep a
+    # tile's row to FETCH_TILE_ROW_BYTES.
+    cdef bint fetch = outer * K * inner * <Py_ssize_t>sizeof(floating) >= FETCH_DEEP_BYTES
+    cdef Py_ssize_t tile = tile_width(outer, K, inner, sizeof(floating), n_threads,
+                                      FETCH_TILE_ROW_BYTES if fetch else PY_SSIZE_T_MAX)
     cdef Py_ssize_t n_tiles = (inner + tile - 1) // tile
     cdef Py_ssize_t n_items = outer * n_tiles
     cdef Py_ssize_t it, o, j0
-    # Prefetch the next tile where the array comes from memory (see strided_forward_tile).
-    cdef bint fetch = outer * K * inner * <Py_ssize_t>sizeof(floating) >= FETCH_DEEP_BYTES
     if n_threads > n_items:
         n_threads = <int>n_items
     if n_threads <= 1:
@@ -418,7 +428,7 @@ cdef void backward_any(const floating* g, const floating* y, floating* out, Py_s
             for r in prange(outer, schedule='static', num_threads=n_threads):
                 backward_row(g + r * g_so, y + r * y_so, out + r * o_so, K, log_softmax)
         return
-    tile = tile_width(outer, K, inner, sizeof(floating), n_threads)
+    tile = tile_width(outer, K, inner, sizeof(floating), n_threads, PY_SSIZE_T_MAX)
     n_tiles = (inner + tile - 1) // tile
     n_items = outer * n_tiles
     if n_threads > n_items:
