@@ -405,10 +405,25 @@ cdef inline void log_backward_row_fetching(const floating* g, const floating* y,
     log_softmax_grad_row_fetching(g, y, out, n, total)
 
 
+cdef inline void backward_tile(const floating* g, const floating* y, floating* out, Py_ssize_t it,
+                               Py_ssize_t n_tiles, Py_ssize_t tile, Py_ssize_t K, Py_ssize_t inner,
+                               Py_ssize_t g_so, Py_ssize_t g_sk, Py_ssize_t y_so, Py_ssize_t y_sk, Py_ssize_t o_so,
+                               Py_ssize_t o_sk, bint log_softmax, bint fetch) noexcept nogil:
+    """Work item `it` of the strided backward pass: tile it % n_tiles of slab it // n_tiles."""
+    cdef Py_ssize_t o = it // n_tiles
+    cdef Py_ssize_t j0 = (it % n_tiles) * tile
+    if fetch:
+        strided_backward_tile(g + o * g_so + j0, y + o * y_so + j0, out + o * o_so + j0, K, min(tile, inner - j0),
+                              g_sk, y_sk, o_sk, True, <next_tile>0)
+    else:
+        strided_backward_tile(g + o * g_so + j0, y + o * y_so + j0, out + o * o_so + j0, K, min(tile, inner - j0),
+                              g_sk, y_sk, o_sk, log_softmax, <no_fetch>0)
+
+
 cdef void backward_any(const floating* g, const floating* y, floating* out, Py_ssize_t outer, Py_ssize_t K,
                        Py_ssize_t inner, Py_ssize_t g_so, Py_ssize_t g_sk, Py_ssize_t y_so, Py_ssize_t y_sk,
                        Py_ssize_t o_so, Py_ssize_t o_sk, bint log_softmax, int n_threads) noexcept nogil:
-    cdef Py_ssize_t r, it, o, j0, tile, n_tiles, n_items
+    cdef Py_ssize_t r, it, tile, n_tiles, n_items
     cdef bint fetch
     if not log_softmax and outer * K * inner < SOFTMAX_BACKWARD_PARALLEL_MIN:
         n_threads = 1
@@ -433,18 +448,16 @@ cdef void backward_any(const floating* g, const floating* y, floating* out, Py_s
     n_items = outer * n_tiles
     if n_threads > n_items:
         n_threads = <int>n_items
+    # log_softmax_backward on arrays from memory prefetches the next tile (see strided_backward_tile).
+    fetch = log_softmax and outer * K * inner * <Py_ssize_t>sizeof(floating) >= FETCH_DEEP_BYTES
     if n_threads <= 1:
         for it in range(n_items):
-            o = it // n_tiles
-            j0 = (it % n_tiles) * tile
-            strided_backward_tile(g + o * g_so + j0, y + o * y_so + j0, out + o * o_so + j0, K,
-                                  min(tile, inner - j0), g_sk, y_sk, o_sk, log_softmax)
+            backward_tile(g, y, out, it, n_tiles, tile, K, inner, g_so, g_sk, y_so, y_sk, o_so, o_sk, log_softmax,
+                          fetch)
     else:
         for it in prange(n_items, schedule='static', num_threads=n_threads):
-            o = it // n_tiles
-            j0 = (it % n_tiles) * tile
-            strided_backward_tile(g + o * g_so + j0, y + o * y_so + j0, out + o * o_so + j0, K,
-                                  min(tile, inner - j0), g_sk, y_sk, o_sk, log_softmax)
+            backward_tile(g, y, out, it, n_tiles, tile, K, inner, g_so, g_sk, y_so, y_sk, o_so, o_sk, log_softmax,
+                          fetch)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -140,9 +140,12 @@ cdef inline void strided_forward_tile(const floating* x, floating* out, Py_ssize
 
 cdef inline void strided_backward_tile(const floating* g, const floating* y, floating* out, Py_ssize_t K,
                                        Py_ssize_t w, Py_ssize_t gs, Py_ssize_t ys, Py_ssize_t os,
-                                       bint log_softmax) noexcept nogil:
+                                       bint log_softmax, tile_fetch fetch) noexcept nogil:
     """Vector-Jacobian product over k for every column j < w: softmax: y * (g - sum_k g*y);
-    log_softmax: g - exp(y) * sum_k g."""
+    log_softmax: g - exp(y) * sum_k g.
+    With fetch of type next_tile (log_softmax on arrays from memory), the sum pass prefetches the next tile's
+    rows of g and y, which the exp-heavy gradient pass then finds in cache: 1.12-1.24x on 8x21x16384 and
+    16x64x4096 over axis 1 (Zen 5, A/B). For softmax_backward, whose gradient pass is light, it was 0.91-0.97x."""
     cdef floating part[TILE_MAX]
     cdef double col_sum[TILE_MAX]
     cdef Py_ssize_t k, j, blk, k0, k1
@@ -158,6 +161,8 @@ cdef inline void strided_backward_tile(const floating* g, const floating* y, flo
             part[j] = 0
         for k in range(k0, k1):
             gr = g + k * gs
+            if tile_fetch is next_tile:   # the next tile's part of this row of g and y
+                fetch_tile_row(gr + w, y + k * ys + w, (w * <Py_ssize_t>sizeof(floating) + 63) // 64)
             if log_softmax:
                 for j in range(w):
                     part[j] += gr[j]
