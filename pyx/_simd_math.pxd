@@ -185,16 +185,17 @@ cdef inline floating exp_shifted_(floating x, floating shift, bint exact) noexce
         return exp_shifted_f64(x, shift) if exact else exp_reduced_f64(x - shift, 0.0)
 
 
-# log(t) of a softmax sum t (a sum of exp(x - max) terms, so 1 <= t <= the slice length, or NaN) for float32
-# log_softmax over a non-last axis, which rounds log(t) to float32 and takes one per column: glibc's log is a
-# call the column loop cannot vectorize, one per K elements. Measured (Zen 5, A/B): 8x21x16384, 8x21x4096,
-# 16x19x1025 over axis 1 1.47-1.62x faster, 4x150x4096 1.07-1.09x, 300x1000 over axis 0 1.06x. For the row
-# kernels (one log per row, off the vector loops) it was 0.87-0.89x glibc's: they keep log. Emulated in NumPy
-# over 300 000 sums in [1, 9e6] it rounds to the same float32 as glibc's log on every one (1.3e-12 relative
-# error at most). t = m 2**e with m in [sqrt(1/2), sqrt(2)),
-# log(m) = 2 atanh(s) with s = (m - 1) / (m + 1) (|s| < 0.172; m - 1 is exact) as an odd series to s**13: the
-# first omitted term is below 5e-13 of log(t), far below float32's 6e-8. NaN propagates through (t - t).
-cdef inline double log_sum_f32(double t) noexcept nogil:
+# log(t) of a softmax sum t (a sum of exp(x - max) terms, so 1 <= t <= the slice length, or NaN) for
+# log_softmax over a non-last axis, which takes one per column: glibc's log is a call the column loop cannot
+# vectorize, one per K elements. Measured (Zen 5, A/B), float32: 8x21x16384, 8x21x4096, 16x19x1025 over axis 1
+# 1.47-1.62x faster, 4x150x4096 1.07-1.09x, 300x1000 over axis 0 1.06x; float64 1.20-1.29x. For the row kernels (one log per row,
+# off the vector loops) it was 0.87-0.89x glibc's: they keep log.
+# t = m 2**e with m in [sqrt(1/2), sqrt(2)), log(m) = 2 atanh(s) with s = (m - 1) / (m + 1) (|s| < 0.172; m - 1
+# is exact) as an odd series: to s**13 for float32, whose log_softmax rounds log(t) to float32 (1.3e-12 relative
+# error at most; emulated in NumPy over 300 000 sums in [1, 9e6] it rounds to the same float32 as glibc's log on
+# every one), to s**19 for float64 (3 ulp at most against mpmath over 10 000 sums, 4.4e-16 relative, where the
+# float64 bound is 1e-13). NaN propagates through (t - t).
+cdef inline double log_sum_(double t, bint double_precision) noexcept nogil:
     cdef uint64_t bits = f64_bits(t)
     cdef int64_t e = <int64_t>((bits >> 52) & 0x7FF) - 1023
     cdef double m = f64_from_bits((bits & <uint64_t>0x000FFFFFFFFFFFFF) | <uint64_t>0x3FF0000000000000)
@@ -204,7 +205,13 @@ cdef inline double log_sum_f32(double t) noexcept nogil:
         e = e + 1
     s = (m - 1.0) / (m + 1.0)
     s2 = s * s
-    p = 2.0 / 13.0
+    if double_precision:
+        p = 2.0 / 19.0
+        p = p * s2 + 2.0 / 17.0
+        p = p * s2 + 2.0 / 15.0
+        p = p * s2 + 2.0 / 13.0
+    else:
+        p = 2.0 / 13.0
     p = p * s2 + 2.0 / 11.0
     p = p * s2 + 2.0 / 9.0
     p = p * s2 + 2.0 / 7.0

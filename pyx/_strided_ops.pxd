@@ -2,9 +2,9 @@
 # elements) by w contiguous columns; each column is one softmax slice. The column loop is innermost, so it is the
 # vectorized one, and no transposed copy is ever made. Per-column state lives in stack arrays of the call, which
 # makes it private to the calling thread without a malloc.
-from libc.math cimport INFINITY, log
+from libc.math cimport INFINITY
 from cython cimport floating
-from _simd_math cimport exp_, exp_shifted_, log_sum_f32, EXACT_RANGE
+from _simd_math cimport exp_, exp_shifted_, log_sum_, EXACT_RANGE
 from _memory cimport prefetch
 
 # A compile-time flag for strided_forward_tile, as a fused type of a dummy argument: Cython then emits one copy of
@@ -120,10 +120,7 @@ cdef inline void strided_forward_tile(const floating* x, floating* out, Py_ssize
             col_sum[j] += part[j]
     if log_softmax:
         for j in range(w):
-            if floating is float:
-                part[j] = <float>log_sum_f32(col_sum[j])
-            else:
-                part[j] = log(col_sum[j])
+            part[j] = <floating>log_sum_(col_sum[j], floating is double)
         for k in range(K):
             xr = x + k * xs
             orow = out + k * os
