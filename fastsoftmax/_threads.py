@@ -89,7 +89,8 @@ def get_num_threads():
 def requested(num_threads):
     """A call's num_threads= argument as the kernels take it: 0 for None (the default), else a validated count.
     The kernels turn it into the call's thread count (threads_for in pyx/_kernels.pxi): 1 below
-    PARALLEL_MIN_ELEMENTS, else the argument or the default, clamped to the number of independent work items."""
+    PARALLEL_MIN_ELEMENTS, else the argument or the default, clamped to the number of independent work items (and
+    1 below two higher thresholds of their own: split long rows, softmax_backward; see pyx/_kernels.pxi)."""
     return 0 if num_threads is None else check_count(num_threads, "num_threads")
 
 

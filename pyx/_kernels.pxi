@@ -14,8 +14,9 @@ from libc.stdlib cimport free, malloc
 from cpython.pyport cimport PY_SSIZE_T_MAX
 
 from _openmp_helpers cimport FSM_OPENMP_VERSION, omp_get_max_threads
-from _row_ops cimport (SHORT_ROW_F32, SHORT_SUM_F32, chunk_exp_sum, exp_sum_short_lanes, chunks_combine, exp_shifted_sum, exp_shifted_sum_fetching,
-                       log_shift_row, log_softmax_grad_row, log_softmax_grad_row_fetching, row_dot, row_dot_short, row_max, scale_row, softmax_grad_row)
+from _row_ops cimport (SHORT_ROW_F32, SHORT_SUM_F32, chunk_exp_sum, chunks_combine, exp_shifted_sum,
+                       exp_shifted_sum_fetching, exp_sum_short_lanes, log_shift_row, log_softmax_grad_row,
+                       log_softmax_grad_row_fetching, row_dot, row_dot_short, row_max, scale_row, softmax_grad_row)
 from _simd_math cimport exp_shifted_
 from _memory cimport (FETCH_AHEAD_BYTES, FETCH_DEEP_BYTES, FETCH_EXP, FETCH_MAX, FETCH_MIN_BYTES, FETCH_NONE,
                       LARGE_BYTES, STREAM_MIN_THREADS, STREAM_ROW_BYTES, stream_fence, stream_row)
@@ -223,7 +224,8 @@ cdef inline int row_fetch(const floating* x, Py_ssize_t n_rows, Py_ssize_t n_col
     Rows longer than FETCH_AHEAD_BYTES measured 1.12-1.27x faster with the exp-pass prefetch too (a row ahead),
     but every way of adding them changed how gcc compiled the passes of all other arrays (rows in cache 4-16%
     slower, at equal instruction counts), so they do not prefetch. Chunked rows (longer than CHUNKED_MIN_COLS)
-    prefetch from each chunk's max pass, FETCH_AHEAD_BYTES (the next chunk) ahead: see chunk_exp_sum."""
+    prefetch from each chunk's max pass, FETCH_AHEAD_BYTES (the next chunk) ahead, and log_softmax's chunks from
+    their exp pass too: see chunk_exp_sum."""
     cdef Py_ssize_t n_bytes = n_rows * n_cols * <Py_ssize_t>sizeof(floating)
     if x_rs != n_cols or n_cols * <Py_ssize_t>sizeof(floating) > FETCH_AHEAD_BYTES or n_bytes < FETCH_MIN_BYTES:
         return FETCH_NONE
@@ -615,7 +617,9 @@ cdef int default_thread_count() noexcept:
 
 cdef int threads_for(Py_ssize_t size, int requested) noexcept:
     """Threads for one call on `size` elements: 1 below serial_limit, else `requested` (a num_threads= already
-    validated by the caller) or, for 0, the default. The kernels further clamp it to their work items."""
+    validated by the caller) or, for 0, the default. The kernels further clamp it to their work items, and run
+    split long rows under SPLIT_MIN_ELEMENTS and softmax_backward under SOFTMAX_BACKWARD_PARALLEL_MIN on one
+    thread."""
     if size < serial_limit:
         return 1
     return requested if requested > 0 else default_thread_count()

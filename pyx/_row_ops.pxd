@@ -402,11 +402,12 @@ cdef inline double exp_shifted_sum(const floating* x, floating* out, Py_ssize_t 
 
 cdef inline double exp_shifted_sum_fetching(const floating* x, floating* out, Py_ssize_t n, floating shift,
                                             bint store, bint exact) noexcept nogil:
-    """exp_shifted_sum for rows of an array that comes from memory, prefetching a later row from the exp loop (see
-    row_fetch in _kernels.pxi); the arithmetic is exp_shifted_sum's for the rows it gets (never float32 rows short
-    enough for exp_sum_short: they prefetch from the max pass). A function of its own so that exp_shifted_sum
-    stays small enough for gcc to inline: it inlines it only while it is small and called from few places, and
-    when the prefetching path was a flag of it, rows of 128-1000 in cache were 4-14% slower."""
+    """exp_shifted_sum for rows of an array that comes from memory, prefetching FETCH_AHEAD_BYTES ahead from the exp
+    loop, x and (for writing) out: a later row (see row_fetch in _kernels.pxi), or for log_softmax's chunks the next
+    chunk (chunk_exp_sum). The arithmetic is exp_shifted_sum's for the rows it gets (float32 rows short enough for
+    exp_sum_short, which has no prefetching loop, sum as exp_shifted_sum's do). A function of its own so that
+    exp_shifted_sum stays small enough for gcc to inline: it inlines it only while it is small and called from few
+    places, and when the prefetching path was a flag of it, rows of 128-1000 in cache were 4-14% slower."""
     cdef double total = 0.0
     cdef Py_ssize_t blk, start, length
     if not store or <const floating*>out == x:

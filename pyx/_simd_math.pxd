@@ -188,8 +188,8 @@ cdef inline floating exp_shifted_(floating x, floating shift, bint exact) noexce
 # log(t) of a softmax sum t (a sum of exp(x - max) terms, so 1 <= t <= the slice length, or NaN) for
 # log_softmax over a non-last axis, which takes one per column: glibc's log is a call the column loop cannot
 # vectorize, one per K elements. Measured (Zen 5, A/B), float32: 8x21x16384, 8x21x4096, 16x19x1025 over axis 1
-# 1.47-1.62x faster, 4x150x4096 1.07-1.09x, 300x1000 over axis 0 1.06x; float64 1.20-1.29x. For the row kernels (one log per row,
-# off the vector loops) it was 0.87-0.89x glibc's: they keep log.
+# 1.47-1.62x faster, 4x150x4096 1.07-1.09x, 300x1000 over axis 0 1.06x; float64 1.20-1.29x. For the row kernels
+# (one log per row, off the vector loops) it was 0.87-0.89x glibc's: they keep log.
 # t = m 2**e with m in [sqrt(1/2), sqrt(2)), log(m) = 2 atanh(s) with s = (m - 1) / (m + 1) (|s| < 0.172; m - 1
 # is exact) as an odd series: to s**13 for float32, whose log_softmax rounds log(t) to float32 (1.3e-12 relative
 # error at most; emulated in NumPy over 300 000 sums in [1, 9e6] it rounds to the same float32 as glibc's log on
