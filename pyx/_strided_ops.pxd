@@ -50,7 +50,8 @@ cdef inline void exp_tile_rows(const floating* xr, floating* orow, const floatin
 
 
 cdef inline void fetch_tile_row(const floating* xr, const floating* orow, Py_ssize_t lines) noexcept nogil:
-    """Prefetch `lines` cache lines of x and of out from xr and orow: one row of the next tile."""
+    """Prefetch `lines` cache lines from each of two arrays (x and out forward, g and y backward): one row of the
+    next tile."""
     cdef Py_ssize_t j
     for j in range(lines):
         prefetch(<const char*>xr + 64 * j)
@@ -141,8 +142,9 @@ cdef inline void strided_backward_tile(const floating* g, const floating* y, flo
     """Vector-Jacobian product over k for every column j < w: softmax: y * (g - sum_k g*y);
     log_softmax: g - exp(y) * sum_k g.
     With fetch of type next_tile (log_softmax on arrays from memory), the sum pass prefetches the next tile's
-    rows of g and y, which the exp-heavy gradient pass then finds in cache: 1.12-1.24x on 8x21x16384 and
-    16x64x4096 over axis 1 (Zen 5, A/B). For softmax_backward, whose gradient pass is light, it was 0.91-0.97x."""
+    rows of g and y, which the exp-heavy gradient pass then finds in cache: 1.12-1.47x on 8x21x16384 and
+    16x64x4096 over axis 1 (Zen 5, A/B, T=1 and T=2). For softmax_backward, whose gradient pass is light, it was
+    0.91-0.97x."""
     cdef floating part[TILE_MAX]
     cdef double col_sum[TILE_MAX]
     cdef Py_ssize_t k, j, blk, k0, k1
