@@ -73,6 +73,9 @@ cdef enum:
     # (already narrower) even. 512 bytes was 0.90-1.03x of 1024, 256 bytes 0.5-0.7x. Arrays in cache and the
     # backward passes keep the wider tiles (0.94-0.97x and 0.93x with them narrow).
     FETCH_TILE_ROW_BYTES = 1024
+    # Short float32 rows go two at a time (three_pass_row_pairs) in blocks of at least this many rows: on 2-8
+    # rows the pairs were 2-10% slower (Zen 5, A/B), from 16 on faster.
+    PAIRS_MIN_ROWS = 16
 
 # The thread policy's settings, pushed here by fastsoftmax._threads (see threads_for): arrays with fewer elements
 # than serial_limit run on one thread; default_threads is set_num_threads' value (0: OpenMP's default);
@@ -163,6 +166,48 @@ cdef inline void three_pass_row(const floating* x, floating* dst, Py_ssize_t n, 
                 exp_sum_pass(x, dst, n, log_softmax, row_top, wide, fetch == FETCH_EXP))
 
 
+cdef void three_pass_row_pairs(const float* x, float* out, Py_ssize_t first, Py_ssize_t stop,
+                               Py_ssize_t n, Py_ssize_t x_rs, Py_ssize_t o_rs, bint log_softmax,
+                               int fetch) noexcept nogil:
+    """three_pass_rows for float32 rows short enough for exp_sum_short_lanes (the AVX-512 build), two rows at a
+    time: both rows' exp passes are issued before either row's last pass, and the next two rows' max passes
+    between them. A row of 128 is mostly latency (the max and its fold, the sum and its fold, the division)
+    that the rest of its own row cannot hide; the other row's work can. Each row's arithmetic is the same as
+    alone. Measured (Zen 5, A/B, against three_pass_rows): softmax 1024x128 1.10-1.17x, 24576x128 1.06-1.10x
+    (T=2 1.03-1.08x, with out= 1.10x), 256x197 and 256x200 1.04-1.08x, 16x128 1.05x; log_softmax 1.06-1.21x.
+    How it is written is measured too: calling exp_sum_pass (as three_pass_rows does) it cost rows of 197 and
+    200 8-16%, and written inside three_pass_rows arrays of 2-8 rows lost 4-7% (gcc compiled the shared passes
+    differently); hence a function of its own, calling exp_sum_short_lanes directly. Rows of 1000 and float64
+    rows lost 2-16% in pairs (they have enough independent work within a row); the AVX2 build's short rows
+    (exp_sum_short) gained nothing measurable."""
+    cdef bint wide, next_wide, wide1, next_wide1
+    cdef float top, next_top, top1, next_top1
+    cdef double total, total1
+    cdef Py_ssize_t r
+    cdef bint in_max = fetch == FETCH_MAX
+    cdef bint in_exp = fetch == FETCH_EXP
+    r = first
+    if r + 1 < stop:
+        next_top = row_max(x + r * x_rs, n, &next_wide, True, in_max)
+        next_top1 = row_max(x + (r + 1) * x_rs, n, &next_wide1, True, in_max)
+    while r + 1 < stop:
+        top = next_top
+        wide = next_wide
+        top1 = next_top1
+        wide1 = next_wide1
+        total = exp_sum_short_lanes(x + r * x_rs, out + r * o_rs, n, top, not log_softmax, wide, in_exp)
+        total1 = exp_sum_short_lanes(x + (r + 1) * x_rs, out + (r + 1) * o_rs, n, top1, not log_softmax, wide1,
+                                     in_exp)
+        if r + 3 < stop:
+            next_top = row_max(x + (r + 2) * x_rs, n, &next_wide, True, in_max)
+            next_top1 = row_max(x + (r + 3) * x_rs, n, &next_wide1, True, in_max)
+        finish_pass(x + r * x_rs, out + r * o_rs, n, log_softmax, top, total)
+        finish_pass(x + (r + 1) * x_rs, out + (r + 1) * o_rs, n, log_softmax, top1, total1)
+        r += 2
+    if r < stop:
+        three_pass_row(x + r * x_rs, out + r * o_rs, n, log_softmax, fetch)
+
+
 cdef inline void three_pass_rows(const floating* x, floating* out, Py_ssize_t first, Py_ssize_t stop,
                                  Py_ssize_t n, Py_ssize_t x_rs, Py_ssize_t o_rs, bint log_softmax,
                                  int fetch) noexcept nogil:
@@ -187,19 +232,30 @@ cdef inline void three_pass_rows(const floating* x, floating* out, Py_ssize_t fi
         finish_pass(x + r * x_rs, out + r * o_rs, n, log_softmax, top, total)
 
 
+cdef inline void rows_in_cache(const floating* x, floating* out, Py_ssize_t first, Py_ssize_t stop,
+                               Py_ssize_t n, Py_ssize_t x_rs, Py_ssize_t o_rs, bint log_softmax,
+                               int fetch) noexcept nogil:
+    """Rows first..stop-1 of rows that fit in cache: in pairs (three_pass_row_pairs) or one at a time."""
+    if floating is float:
+        if SHORT_ROW_F32 == 0 and n <= SHORT_SUM_F32 and stop - first >= PAIRS_MIN_ROWS:
+            three_pass_row_pairs(x, out, first, stop, n, x_rs, o_rs, log_softmax, fetch)
+            return
+    three_pass_rows(x, out, first, stop, n, x_rs, o_rs, log_softmax, fetch)
+
+
 cdef void forward_row_block(const floating* x, floating* out, Py_ssize_t first, Py_ssize_t stop,
                             Py_ssize_t n_cols, Py_ssize_t x_rs, Py_ssize_t o_rs, bint log_softmax, int fetch,
                             bint stream) noexcept nogil:
     """Rows first..stop-1 of rows that fit in cache: one thread's share. With stream (arrays of LARGE_BYTES or
     more, see _memory.pxd), rows of up to STREAM_ROW_BYTES are computed into an L1 buffer and streamed to out,
-    which is then written once and never read; otherwise (or out of memory for the buffer) three_pass_rows."""
+    which is then written once and never read; otherwise (or out of memory for the buffer) rows_in_cache."""
     cdef Py_ssize_t row_bytes = n_cols * <Py_ssize_t>sizeof(floating)
     cdef floating* buf = NULL
     cdef Py_ssize_t r
     if stream and row_bytes <= STREAM_ROW_BYTES:
         buf = <floating*>malloc(row_bytes)
     if buf == NULL:
-        three_pass_rows(x, out, first, stop, n_cols, x_rs, o_rs, log_softmax, fetch)
+        rows_in_cache(x, out, first, stop, n_cols, x_rs, o_rs, log_softmax, fetch)
         return
     for r in range(first, stop):
         three_pass_row(x + r * x_rs, buf, n_cols, log_softmax, fetch)
@@ -255,10 +311,10 @@ cdef void forward_rows(const floating* x, floating* out, Py_ssize_t n_rows, Py_s
         if STREAM_MIN_THREADS == 1 and stream:
             forward_row_block(x, out, 0, n_rows, n_cols, x_rs, o_rs, log_softmax, fetch, True)
         else:
-            three_pass_rows(x, out, 0, n_rows, n_cols, x_rs, o_rs, log_softmax, fetch)
+            rows_in_cache(x, out, 0, n_rows, n_cols, x_rs, o_rs, log_softmax, fetch)
     else:
         # One contiguous block of rows per thread (what schedule='static' gives): the rows of a block are
-        # pipelined (three_pass_rows), and a streaming block fences once.
+        # pipelined (rows_in_cache), and a streaming block fences once.
         per = (n_rows + n_threads - 1) // n_threads
         for t in prange(n_threads, schedule='static', num_threads=n_threads):
             forward_row_block(x, out, min(t * per, n_rows), min(t * per + per, n_rows), n_cols, x_rs, o_rs,

@@ -344,6 +344,33 @@ def test_arrays_that_prefetch_match_single_rows(dtype, fn, shape):
     assert_array_equal(inplace[rows], expected)
 
 
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 128, 197, 256])
+@pytest.mark.parametrize("n_rows", [16, 17, 34])
+@pytest.mark.parametrize("fn", [softmax, log_softmax])
+def test_short_float32_rows_in_pairs_match_single_rows(fn, n_rows, n):
+    """Batches of 16 or more float32 rows of up to 256 go two rows at a time (three_pass_rows in
+    pyx/_kernels.pxi, the AVX-512 build): each row must come out bitwise as the same row computed alone (one row
+    goes one at a time), an odd last row included, with wide rows (the exact path) next to narrow ones, NaN,
+    -inf and all--inf rows, at one thread and two, and in place; and within the float64 reference's bound."""
+    x = (np.random.default_rng(n * 100 + n_rows).standard_normal((n_rows, n)) * 4).astype(np.float32)
+    x[::3, 0] = -100.0  # wide rows (max - min >= 64) beside narrow ones, both in one pair
+    x[4, -1] = np.nan
+    x[7, 0] = -np.inf
+    x[9] = -np.inf
+    expected = np.stack([fn(row) for row in x])
+    for threads in (1, 2):
+        assert_array_equal(fn(x, num_threads=threads), expected)
+    inplace = x.copy()
+    assert fn(inplace, out=inplace, num_threads=1) is inplace
+    assert_array_equal(inplace, expected)
+    nan_rows = np.isnan(x).any(axis=1) | (x.max(axis=1) == -np.inf)  # rows 4 and 9 (and 7 when n == 1)
+    assert np.isnan(expected[nan_rows]).all()
+    if fn is softmax:
+        assert_f32_softmax_accurate(expected[~nan_rows], x[~nan_rows], -1)
+    else:
+        assert_log_softmax_accurate(expected[~nan_rows], ref_log_softmax(x[~nan_rows]), F32_RTOL)
+
+
 def test_fast_path_and_general_path_agree_bitwise():
     """Small last-axis calls take a per-call fast path; the general path (taken with out=) gives the same bits."""
     x = np.random.default_rng(8).standard_normal((50, 123)).astype(np.float32)
