@@ -23,9 +23,11 @@ cdef extern from *:
     const double SUM_START "FSM_SUM_START"
 
 
-# How fold_max and fold_min finish: from 8 partial results by halves into fresh arrays in the AVX-512 build
-# (3 dependent steps instead of 7: 1.01-1.03x faster on float32 rows of 128-1000, Zen 5, A/B), one by one in the
-# others (the tree cost the AVX2 build 4% on rows of 1000).
+# How fold_max and fold_min finish for rows of up to SHORT_SUM_F32 in the AVX-512 build: from 8 partial results
+# by halves into fresh arrays, 3 dependent steps instead of 7. The fold is on the critical path of a short row:
+# with the row pairs (three_pass_row_pairs) 1.015-1.028x faster on 1024x128 and 24576x128 (T=1 and T=2),
+# log_softmax 1.02x (Zen 5, A/B). Elsewhere one by one: the chunked rows measured 0.97-0.98x with the tree, the
+# AVX2 build 0.95-0.97x on rows of 1000.
 cdef extern from *:
     """
     #if defined(__AVX512F__)
@@ -37,10 +39,11 @@ cdef extern from *:
     enum: FOLD_TREE "FSM_FOLD_TREE"
 
 
-cdef inline floating fold_max(const floating* acc) noexcept nogil:
+cdef inline floating fold_max(const floating* acc, bint tree) noexcept nogil:
     """Max of the EXTREMA_LANES partial maxima. The first fold goes to 8 lanes in one vector step into a fresh
-    array (gcc vectorizes that form; folding in place stayed scalar), then the 8 as FOLD_TREE says. Written for
-    exactly 32 lanes, as fold_min is: EXTREMA_LANES must stay 32 (a generic halving fold measured slower)."""
+    array (gcc vectorizes that form; folding in place stayed scalar), then the 8 by halves with tree (and
+    FOLD_TREE), else one by one. Written for exactly 32 lanes, as fold_min is: EXTREMA_LANES must stay 32 (a
+    generic halving fold measured slower)."""
     cdef floating v[8]
     cdef floating u[4]
     cdef floating t[2]
@@ -51,7 +54,7 @@ cdef inline floating fold_max(const floating* acc) noexcept nogil:
         b = acc[j + 16] if acc[j + 16] > acc[j + 24] else acc[j + 24]
         a = a if a > b else b
         v[j] = a
-    if FOLD_TREE:
+    if FOLD_TREE and tree:
         for j in range(4):
             u[j] = v[j] if v[j] > v[j + 4] else v[j + 4]
         for j in range(2):
@@ -63,7 +66,7 @@ cdef inline floating fold_max(const floating* acc) noexcept nogil:
     return a
 
 
-cdef inline floating fold_min(const floating* acc) noexcept nogil:
+cdef inline floating fold_min(const floating* acc, bint tree) noexcept nogil:
     """Min of the partial minima, as fold_max."""
     cdef floating v[8]
     cdef floating u[4]
@@ -75,7 +78,7 @@ cdef inline floating fold_min(const floating* acc) noexcept nogil:
         b = acc[j + 16] if acc[j + 16] < acc[j + 24] else acc[j + 24]
         a = a if a < b else b
         v[j] = a
-    if FOLD_TREE:
+    if FOLD_TREE and tree:
         for j in range(4):
             u[j] = v[j] if v[j] < v[j + 4] else v[j + 4]
         for j in range(2):
@@ -138,12 +141,12 @@ cdef inline floating row_max(const floating* x, Py_ssize_t n, bint* wide, bint w
         lane_extrema(x, n_main // lanes, acc, low, want_range, True)
     else:
         lane_extrema(x, n_main // lanes, acc, low, want_range, False)
-    best = fold_max(acc)
+    best = fold_max(acc, n <= SHORT_SUM_F32)
     for i in range(n_main, n):
         best = x[i] if x[i] > best else best
     wide[0] = False
     if want_range:
-        least = fold_min(low)
+        least = fold_min(low, n <= SHORT_SUM_F32)
         for i in range(n_main, n):
             least = x[i] if x[i] < least else least
         # NaN or infinite ranges compare False here: those slices come out NaN (or exact) either way.
