@@ -23,11 +23,12 @@ cdef extern from *:
     const double SUM_START "FSM_SUM_START"
 
 
-# How fold_max and fold_min finish for rows of up to SHORT_SUM_F32 in the AVX-512 build: from 8 partial results
-# by halves into fresh arrays, 3 dependent steps instead of 7. The fold is on the critical path of a short row:
-# with the row pairs (three_pass_row_pairs) 1.015-1.028x faster on 1024x128 and 24576x128 (T=1 and T=2),
-# log_softmax 1.02x (Zen 5, A/B). Elsewhere one by one: the chunked rows measured 0.97-0.98x with the tree, the
-# AVX2 build 0.95-0.97x on rows of 1000.
+# How fold_max and fold_min finish for rows (and chunks) of up to SHORT_SUM_F32 elements, of either dtype, in the
+# AVX-512 build: from 8 partial results by halves into fresh arrays, 3 dependent steps instead of 7. The fold is
+# on the critical path of a short row: with the row pairs (three_pass_row_pairs) 1.015-1.028x faster on float32
+# 1024x128 and 24576x128 (T=1 and T=2), log_softmax 1.02x, float64 rows even (Zen 5, A/B). Longer rows fold one
+# by one: with the tree on every row, the chunked rows (chunks of 2048) measured 0.97-0.98x, and the AVX2 build,
+# which keeps the one-by-one fold, 0.95-0.97x on rows of 1000.
 cdef extern from *:
     """
     #if defined(__AVX512F__)

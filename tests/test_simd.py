@@ -188,7 +188,8 @@ def test_the_max_pass_is_vector_code_for_both_dtypes(level):
     # setup) while the float32 one was packed: see EXTREMA_LANES in pyx/_simd_math.pxd. Where row_max is compiled
     # out of line, each copy must be packed code at the module's vector width (at least the 4 maxima of one step
     # over 32 doubles in the AVX-512 build), its scalar maxima no more than the fold's last steps and the tail
-    # loop (4-8 in every build now; the scalar build had 24-40).
+    # loop (8 in the baseline and AVX2 builds, 11 in the AVX-512 one, which has both endings of the fold; the
+    # scalar build had 24-40).
     register = {"baseline": "%xmm", "avx2": "%ymm", "avx512": "%zmm"}[level]
     text = _disassembly(importlib.util.find_spec(f"fastsoftmax._kernels_{level}").origin)
     bodies = re.findall(r"^[0-9a-f]+ <(__pyx_fuse_(\d)__pyx_f_8_row_ops_row_max[^>]*)>:\n(.*?)(?=^[0-9a-f]+ <|\Z)",
@@ -199,5 +200,5 @@ def test_the_max_pass_is_vector_code_for_both_dtypes(level):
         kind = "s" if fuse == "0" else "d"
         packed = re.findall(rf"\bv?maxp{kind}\s+\S*{register}", body)
         scalar = re.findall(rf"\bv?maxs{kind}\b", body)
-        assert len(packed) >= 4 and len(scalar) <= 12, (
+        assert len(packed) >= 4 and len(scalar) <= 16, (
             f"{name}: {len(packed)} packed and {len(scalar)} scalar maxima: the max pass is not {register[1:]} code")

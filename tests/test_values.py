@@ -322,19 +322,24 @@ def test_equal_logits_give_one_over_n():
         assert_allclose(log_softmax(np.full(n, -7.0, np.float32)), -np.log(n), rtol=F32_RTOL)
 
 
-@pytest.mark.parametrize("shape", [(1100, 600), (3600, 601), (16500, 128)],
-                         ids=["2MiB-max-pass", "8MB-exp-pass", "8MB-short-rows"])
+@pytest.mark.parametrize("shape, min_bytes", [
+    pytest.param((1100, 600), 2 * 1024 * 1024, id="2MiB-max-pass"),
+    pytest.param((3600, 601), 8_000_000, id="8MB-exp-pass"),
+    pytest.param((6000, 128), 2 * 1024 * 1024, id="3MB-short-rows"),
+    pytest.param((16500, 128), 8_000_000, id="8MB-short-rows"),
+])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("fn", [softmax, log_softmax])
-def test_arrays_that_prefetch_match_single_rows(dtype, fn, shape):
+def test_arrays_that_prefetch_match_single_rows(dtype, fn, shape, min_bytes):
     """Contiguous arrays of 2 MiB or more prefetch a later row, from the max pass and from 8 MiB on from the exp
     pass, whose loop then runs a line at a time (row_fetch in pyx/_kernels.pxi): prefetching is only a hint and
     the loop's shape must not change the arithmetic, so every row must come out bitwise as the same row computed
     alone, at one thread and at two, and in place. Rows of 601 end in a partial line (the loop's tail); float32
-    rows of 128 keep the max-pass prefetch, except in the AVX-512 build, where they take the exp pass's."""
+    rows of 128 keep the max-pass prefetch, except in the AVX-512 build, where they take the exp pass's from 8 MB
+    and go two rows at a time (three_pass_row_pairs) with either prefetch."""
     x = (np.random.default_rng(13).standard_normal(shape) * 4).astype(dtype)
     x[::2, 7] = -100.0  # every other row spans more than 64: the float32 min tracking and exact exp are checked too
-    assert x.nbytes >= (2 * 1024 * 1024 if shape[0] < 2000 else 8_000_000)
+    assert x.nbytes >= min_bytes
     rows = [0, 1, shape[0] // 2, shape[0] - 2, shape[0] - 1]
     expected = np.stack([fn(x[r]) for r in rows])
     for threads in (1, 2):
@@ -348,10 +353,12 @@ def test_arrays_that_prefetch_match_single_rows(dtype, fn, shape):
 @pytest.mark.parametrize("n_rows", [16, 17, 34])
 @pytest.mark.parametrize("fn", [softmax, log_softmax])
 def test_short_float32_rows_in_pairs_match_single_rows(fn, n_rows, n):
-    """Batches of 16 or more float32 rows of up to 256 go two rows at a time (three_pass_rows in
+    """Batches of 16 or more float32 rows of up to 256 go two rows at a time (three_pass_row_pairs in
     pyx/_kernels.pxi, the AVX-512 build): each row must come out bitwise as the same row computed alone (one row
     goes one at a time), an odd last row included, with wide rows (the exact path) next to narrow ones, NaN,
-    -inf and all--inf rows, at one thread and two, and in place; and within the float64 reference's bound."""
+    -inf and all-(-inf) rows, at one thread and two (34 rows and more: smaller arrays run on one thread), and in
+    place; and within the float64 reference's bound. Arrays large enough to prefetch are in
+    test_arrays_that_prefetch_match_single_rows."""
     x = (np.random.default_rng(n * 100 + n_rows).standard_normal((n_rows, n)) * 4).astype(np.float32)
     x[::3, 0] = -100.0  # wide rows (max - min >= 64) beside narrow ones, both in one pair
     x[4, -1] = np.nan
