@@ -76,6 +76,14 @@ cdef enum:
     # Short float32 rows go two at a time (three_pass_row_pairs) in blocks of at least this many rows: on 2-8
     # rows the pairs were 2-10% slower (Zen 5, A/B), from 16 on faster.
     PAIRS_MIN_ROWS = 16
+    # float32 softmax rows of up to this many elements (8 cache lines) prefetch a later row from the max pass at
+    # every array size (row_fetch), also from memory, where longer rows prefetch from the exp pass: with the row
+    # pairs, the exp pass without per-line prefetch steps is the faster one there. Measured (Zen 5, A/B, against
+    # the exp-pass prefetch): 24576x128 1.06-1.08x (T=2 1.07-1.11x), 65536x128 1.03-1.05x (T=2 1.02-1.03x),
+    # 32768x100, 50000x100 and 100000x32 1.03-1.05x, the streamed 131072x128 and 262144x64 1.05-1.14x. Rows of
+    # 197-256 lost 4-7% (40000x197, 32768x200, 16384x256), and log_softmax, whose exp pass also prefetches the
+    # result for writing, lost 9% on 65536x128.
+    SHORT_FETCH_MAX_COLS = 128
 
 # The thread policy's settings, pushed here by fastsoftmax._threads (see threads_for): arrays with fewer elements
 # than serial_limit run on one thread; default_threads is set_num_threads' value (0: OpenMP's default);
@@ -264,13 +272,15 @@ cdef void forward_row_block(const floating* x, floating* out, Py_ssize_t first, 
     free(buf)
 
 
-cdef inline int row_fetch(const floating* x, Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t x_rs) noexcept nogil:
+cdef inline int row_fetch(const floating* x, Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t x_rs,
+                          bint log_softmax) noexcept nogil:
     """Where the row kernels prefetch a later row of x (x: for its dtype; see _memory.pxd), by the array's size:
     * FETCH_NONE: arrays under FETCH_MIN_BYTES (they stay in L2), arrays whose rows are not back to back, and rows
       longer than FETCH_AHEAD_BYTES (they would prefetch within themselves; see below);
     * FETCH_MAX, from the max pass: arrays that the last-level cache holds, and float32 rows short enough for
       exp_sum_short (its exp loop has no per-line step; a short row's prefetches are few enough to be issued
-      at once; there are none in the AVX-512 build, see SHORT_ROW_F32);
+      at once; there are none in the AVX-512 build, see SHORT_ROW_F32); in the AVX-512 build, float32 softmax
+      rows of up to SHORT_FETCH_MAX_COLS at every size (see there);
     * FETCH_EXP, from the exp pass: arrays of FETCH_DEEP_BYTES or more, which come from memory. There a max
       pass issued a row's worth of prefetches in one burst, more than the core keeps in flight; spread over the
       exp pass, most of a row's time, they all are. Measured at T=1, time max / exp (benchmarks/RESULTS.md,
@@ -286,7 +296,7 @@ cdef inline int row_fetch(const floating* x, Py_ssize_t n_rows, Py_ssize_t n_col
     if x_rs != n_cols or n_cols * <Py_ssize_t>sizeof(floating) > FETCH_AHEAD_BYTES or n_bytes < FETCH_MIN_BYTES:
         return FETCH_NONE
     if floating is float:
-        if n_cols <= SHORT_ROW_F32:
+        if n_cols <= SHORT_ROW_F32 or (n_cols <= SHORT_FETCH_MAX_COLS and not log_softmax):
             return FETCH_MAX
     return FETCH_EXP if n_bytes >= FETCH_DEEP_BYTES else FETCH_MAX
 
@@ -297,7 +307,7 @@ cdef void forward_rows(const floating* x, floating* out, Py_ssize_t n_rows, Py_s
     cdef Py_ssize_t n_bytes = n_rows * n_cols * <Py_ssize_t>sizeof(floating)
     # Streaming stores only where memory is the bottleneck (see _memory.pxd).
     cdef bint stream = n_bytes >= LARGE_BYTES and n_threads >= STREAM_MIN_THREADS and FSM_OPENMP_VERSION != 0
-    cdef int fetch = row_fetch(x, n_rows, n_cols, x_rs)
+    cdef int fetch = row_fetch(x, n_rows, n_cols, x_rs, log_softmax)
     if n_cols > CHUNKED_MIN_COLS:
         # The chunked two passes (they prefetch within the row, see chunk_exp_sum).
         if n_threads <= 1:

@@ -335,8 +335,8 @@ def test_arrays_that_prefetch_match_single_rows(dtype, fn, shape, min_bytes):
     pass, whose loop then runs a line at a time (row_fetch in pyx/_kernels.pxi): prefetching is only a hint and
     the loop's shape must not change the arithmetic, so every row must come out bitwise as the same row computed
     alone, at one thread and at two, and in place. Rows of 601 end in a partial line (the loop's tail); float32
-    rows of 128 keep the max-pass prefetch, except in the AVX-512 build, where they take the exp pass's from 8 MB
-    and go two rows at a time (three_pass_row_pairs) with either prefetch."""
+    rows of 128 keep the max-pass prefetch at every size (log_softmax takes the exp pass's from 8 MB in the
+    AVX-512 build), and in the AVX-512 build they go two rows at a time (three_pass_row_pairs)."""
     x = (np.random.default_rng(13).standard_normal(shape) * 4).astype(dtype)
     x[::2, 7] = -100.0  # every other row spans more than 64: the float32 min tracking and exact exp are checked too
     assert x.nbytes >= min_bytes
