@@ -79,8 +79,8 @@ cdef enum:
     # float32 softmax rows of up to this many elements (8 cache lines) prefetch a later row from the max pass at
     # every array size (row_fetch), also from memory, where longer rows prefetch from the exp pass: with the row
     # pairs, the exp pass without per-line prefetch steps is the faster one there. Measured (Zen 5, A/B, against
-    # the exp-pass prefetch): 24576x128 1.06-1.08x (T=2 1.07-1.11x), 65536x128 1.03-1.05x (T=2 1.02-1.03x),
-    # 32768x100, 50000x100 and 100000x32 1.03-1.05x, the streamed 131072x128 and 262144x64 1.05-1.14x. Rows of
+    # the exp-pass prefetch, several runs): 24576x128 1.05-1.09x (T=2 1.05-1.11x), 65536x128 1.00-1.07x,
+    # 32768x100, 50000x100 and 100000x32 1.00-1.05x, the streamed 131072x128 and 262144x64 1.05-1.14x. Rows of
     # 197-256 lost 4-7% (40000x197, 32768x200, 16384x256), and log_softmax, whose exp pass also prefetches the
     # result for writing, lost 9% on 65536x128.
     SHORT_FETCH_MAX_COLS = 128
