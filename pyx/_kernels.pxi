@@ -16,7 +16,7 @@ from cpython.pyport cimport PY_SSIZE_T_MAX
 from _openmp_helpers cimport FSM_OPENMP_VERSION, omp_get_max_threads
 from _row_ops cimport (SHORT_ROW_F32, SHORT_SUM_F32, chunk_exp_sum, chunks_combine, exp_shifted_sum,
                        exp_shifted_sum_fetching, exp_sum_short_lanes, log_shift_row, log_softmax_grad_row,
-                       log_softmax_grad_row_fetching, row_dot, row_dot_short, row_max, scale_row, softmax_grad_row)
+                       log_softmax_grad_row_fetching, row_dot, row_dot_short, row_max, softmax_backward_short, scale_row, softmax_grad_row)
 from _simd_math cimport exp_shifted_
 from _memory cimport (FETCH_AHEAD_BYTES, FETCH_DEEP_BYTES, FETCH_EXP, FETCH_MAX, FETCH_MIN_BYTES, FETCH_NONE,
                       LARGE_BYTES, STREAM_MIN_THREADS, STREAM_ROW_BYTES, stream_fence, stream_row)
@@ -450,9 +450,9 @@ cdef inline void backward_row(const floating* g, const floating* y, floating* ou
         # Short float32 rows in the AVX-512 build (the test on the constant first: other builds as before).
         if SHORT_ROW_F32 == 0 and n <= SHORT_SUM_F32:
             if log_softmax:
-                log_softmax_grad_row(g, y, out, n, <float>row_dot_short(g, <const float*>NULL, n))
+                log_softmax_grad_row(g, y, out, n, <float>row_dot_short(g, <const float*>NULL, n, False))
             else:
-                softmax_grad_row(g, y, out, n, <float>row_dot_short(g, y, n))
+                softmax_grad_row(g, y, out, n, <float>row_dot_short(g, y, n, True))
             return
     if log_softmax:
         log_softmax_grad_row(g, y, out, n, <floating>row_dot(g, <const floating*>NULL, n))
@@ -467,7 +467,7 @@ cdef inline void log_backward_row_fetching(const floating* g, const floating* y,
     softmax_backward on short rows was 3-6% slower."""
     cdef floating total
     if floating is float and SHORT_ROW_F32 == 0 and n <= SHORT_SUM_F32:
-        total = <floating>row_dot_short(g, <const float*>NULL, n)
+        total = <floating>row_dot_short(g, <const float*>NULL, n, False)
     else:
         total = <floating>row_dot(g, <const floating*>NULL, n)
     log_softmax_grad_row_fetching(g, y, out, n, total)
@@ -488,11 +488,35 @@ cdef inline void backward_tile(const floating* g, const floating* y, floating* o
                               g_sk, y_sk, o_sk, log_softmax, <no_fetch>0)
 
 
+cdef void softmax_backward_rows_short(const float* g, const float* y, float* out, Py_ssize_t outer,
+                                     Py_ssize_t n, Py_ssize_t g_rs, Py_ssize_t y_rs, Py_ssize_t o_rs,
+                                     int n_threads, bint fetch) noexcept nogil:
+    """softmax_backward over float32 rows of up to SHORT_SUM_F32 in the AVX-512 build (softmax_backward_short):
+    the row loop and the row's passes inlined together, the dot product without a prefetch inside it. With fetch
+    (rows of up to SHORT_FETCH_MAX_COLS that come from memory), each row first prefetches the lines
+    FETCH_AHEAD_BYTES ahead of its g and y in one burst, as the forward max pass does for such rows. The literal
+    flags keep both loops free of a test per row."""
+    cdef Py_ssize_t r
+    if fetch:
+        if n_threads <= 1:
+            for r in range(outer):
+                softmax_backward_short(g + r * g_rs, y + r * y_rs, out + r * o_rs, n, True)
+        else:
+            for r in prange(outer, schedule='static', num_threads=n_threads):
+                softmax_backward_short(g + r * g_rs, y + r * y_rs, out + r * o_rs, n, True)
+    elif n_threads <= 1:
+        for r in range(outer):
+            softmax_backward_short(g + r * g_rs, y + r * y_rs, out + r * o_rs, n, False)
+    else:
+        for r in prange(outer, schedule='static', num_threads=n_threads):
+            softmax_backward_short(g + r * g_rs, y + r * y_rs, out + r * o_rs, n, False)
+
+
 cdef void backward_any(const floating* g, const floating* y, floating* out, Py_ssize_t outer, Py_ssize_t K,
                        Py_ssize_t inner, Py_ssize_t g_so, Py_ssize_t g_sk, Py_ssize_t y_so, Py_ssize_t y_sk,
                        Py_ssize_t o_so, Py_ssize_t o_sk, bint log_softmax, int n_threads) noexcept nogil:
     cdef Py_ssize_t r, it, tile, n_tiles, n_items
-    cdef bint fetch
+    cdef bint fetch, short_fetch
     if not log_softmax and outer * K * inner < SOFTMAX_BACKWARD_PARALLEL_MIN:
         n_threads = 1
     if inner == 1:
@@ -501,6 +525,16 @@ cdef void backward_any(const floating* g, const floating* y, floating* out, Py_s
                  and outer * K * <Py_ssize_t>sizeof(floating) >= FETCH_MIN_BYTES)
         if n_threads > outer:
             n_threads = <int>outer
+        if floating is float:
+            if SHORT_ROW_F32 == 0 and K <= SHORT_SUM_F32 and not log_softmax:
+                # Short float32 rows of softmax_backward (see softmax_backward_rows_short). From memory: from
+                # FETCH_DEEP_BYTES at one thread, from FETCH_MIN_BYTES at more (threads that share the
+                # last-level cache wait on it sooner).
+                short_fetch = (g_so == K and y_so == K and outer * K * <Py_ssize_t>sizeof(floating)
+                               >= (FETCH_DEEP_BYTES if n_threads <= 1 else FETCH_MIN_BYTES))
+                if not short_fetch or K <= SHORT_FETCH_MAX_COLS:
+                    softmax_backward_rows_short(g, y, out, outer, K, g_so, y_so, o_so, n_threads, short_fetch)
+                    return
         if fetch:
             for r in prange(outer, schedule='static', num_threads=n_threads):
                 log_backward_row_fetching(g + r * g_so, y + r * y_so, out + r * o_so, K)

@@ -566,12 +566,13 @@ cdef inline double row_dot(const floating* a, const floating* b, Py_ssize_t n) n
     return total
 
 
-cdef inline double row_dot_short(const float* a, const float* b, Py_ssize_t n) noexcept nogil:
+cdef inline double row_dot_short(const float* a, const float* b, Py_ssize_t n, bint fetch) noexcept nogil:
     """row_dot for a float32 row of n <= SHORT_SUM_F32 in the AVX-512 build: SHORT_SUM_LANES lanes with
-    fold_sum_short (see exp_sum_short_lanes), a * b prefetching as row_dot does, every other step. Measured
-    (Zen 5, A/B): softmax_backward 1024x128, 8192x128, 256x197 1.08-1.14x at T=1, 1.10-1.21x at T=2, 24576x128
-    (12 MB) 1.02-1.07x; log_softmax_backward 1.13-1.22x. Without the prefetch rows in cache gained 1.24-1.33x
-    but 24576x128 lost 6%; prefetching every step was 1-3% slower than every other."""
+    fold_sum_short (see exp_sum_short_lanes), with fetch a * b prefetching as row_dot does, every other step
+    (rows longer than SHORT_FETCH_MAX_COLS from memory; softmax_backward_short has the others). The same
+    arithmetic with and without. Measured (Zen 5, A/B, before softmax_backward_short): softmax_backward
+    1024x128, 8192x128, 256x197 1.08-1.14x at T=1, 1.10-1.21x at T=2, 24576x128 (12 MB) 1.02-1.07x;
+    log_softmax_backward 1.13-1.22x; prefetching every step was 1-3% slower than every other."""
     cdef float acc[SHORT_SUM_LANES]
     cdef double total
     cdef Py_ssize_t i, j, k, n_main = n - n % SHORT_SUM_LANES
@@ -581,7 +582,7 @@ cdef inline double row_dot_short(const float* a, const float* b, Py_ssize_t n) n
         acc[j] = SUM_START
     for k in range(n_main // SHORT_SUM_LANES):
         i = k * SHORT_SUM_LANES
-        if DOT_FETCH and k % 2 == 0:   # fetch_ahead covers two steps
+        if DOT_FETCH and fetch and k % 2 == 0:   # fetch_ahead covers two steps
             fetch_ahead(a + i)
             fetch_ahead(b + i)
         for j in range(SHORT_SUM_LANES):
@@ -590,6 +591,26 @@ cdef inline double row_dot_short(const float* a, const float* b, Py_ssize_t n) n
     for i in range(n_main, n):
         total += a[i] * b[i]
     return total
+
+
+cdef inline void softmax_backward_short(const float* g, const float* y, float* out, Py_ssize_t n,
+                                        bint fetch) noexcept nogil:
+    """softmax_grad_row(g, y, out, n, row_dot_short(g, y, n)) for a float32 row of n <= SHORT_SUM_F32 in the
+    AVX-512 build, its dot product without a prefetch inside the loop: inlined into a row loop, the prefetching
+    dot loop was left scalar by gcc. With fetch (rows of up to SHORT_FETCH_MAX_COLS that come from memory) the
+    lines FETCH_AHEAD_BYTES ahead of g and y are prefetched first, in one burst of at most 16, as the forward max
+    pass does for such rows. Measured (Zen 5, A/B, against backward_row's call per row with the prefetching dot
+    product): 1024x128 1.13-1.18x at T=1 (T=2 1.04-1.07x), 8192x128 1.10-1.16x (T=2 1.01-1.03x), 12000x128
+    0.99-1.22x, 24576x128 1.10-1.14x (T=2 1.10-1.14x), 256x197 1.03-1.06x (T=2 1.05-1.12x), 4096x256 1.04-1.06x,
+    16x128 and 64x33 1.11-1.16x; arrays of 1-4 rows 0.97-0.99x. Between FETCH_MIN_BYTES and FETCH_DEEP_BYTES the
+    burst lost 5-14% at T=1 and won 5-14% at T=2 (backward_any chooses by thread count); for rows of 256 it
+    lost at T=2 (4096x256 0.83-0.88x), so longer rows from memory keep backward_row."""
+    cdef Py_ssize_t k
+    if fetch:
+        for k in range((n + LINE_F32 - 1) // LINE_F32):
+            fetch_line(g + k * LINE_F32)
+            fetch_line(y + k * LINE_F32)
+    softmax_grad_row(g, y, out, n, <float>row_dot_short(g, y, n, False))
 
 
 cdef inline void softmax_grad_row(const floating* g, const floating* y, floating* out, Py_ssize_t n,

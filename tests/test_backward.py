@@ -318,6 +318,27 @@ def test_log_softmax_backward_from_memory(shape, dtype):
     assert np.all(np.abs(result - reference_backward(log_softmax_backward, g, y, -1)) <= bound)
 
 
+@pytest.mark.parametrize("shape", [(16500, 128), (5000, 128), (3000, 256), (100, 197), (40, 33)],
+                         ids=["8MB-128", "2.5MB-128", "3MB-256", "in-cache-197", "in-cache-33"])
+def test_softmax_backward_short_rows_match_single_rows(shape):
+    """float32 rows of up to 256 (the AVX-512 build's short-row kernel): from memory, rows of up to 128 prefetch
+    in a burst per row (from 8 MB at one thread, from 2 MiB at two), longer ones inside the dot product, rows in
+    cache not at all; none of it may change the bits. Every sampled row must equal the row computed alone, at one
+    thread and two and with out=g, and stay within a rounding bound of the float64 formula."""
+    g, y = inputs(softmax_backward, shape, -1, np.float32)
+    rows = [0, 1, shape[0] // 2, shape[0] - 2, shape[0] - 1]
+    expected = np.stack([softmax_backward(g[r], y[r]) for r in rows])
+    for threads in (1, 2):
+        assert_array_equal(softmax_backward(g, y, num_threads=threads)[rows], expected)
+    inplace = g.copy()
+    assert softmax_backward(inplace, y, out=inplace, num_threads=1) is inplace
+    assert_array_equal(inplace[rows], expected)
+    eps = np.finfo(np.float32).eps
+    g64, y64 = g.astype(np.float64), y.astype(np.float64)
+    bound = 8 * eps * (np.abs(g64 * y64) + y64 * np.abs(g64 * y64).sum(-1, keepdims=True))
+    assert np.all(np.abs(inplace - reference_backward(softmax_backward, g, y, -1)) <= bound)
+
+
 @pytest.mark.parametrize("dtype, shape", [(np.float32, (4, 21, 32768)), (np.float64, (2, 21, 32768))],
                          ids=["float32", "float64"])
 def test_log_softmax_backward_from_memory_over_an_inner_axis(shape, dtype):
