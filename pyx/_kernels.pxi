@@ -16,7 +16,8 @@ from cpython.pyport cimport PY_SSIZE_T_MAX
 from _openmp_helpers cimport FSM_OPENMP_VERSION, omp_get_max_threads
 from _row_ops cimport (SHORT_ROW_F32, SHORT_SUM_F32, chunk_exp_sum, chunks_combine, exp_shifted_sum,
                        exp_shifted_sum_fetching, exp_sum_short_lanes, log_shift_row, log_softmax_grad_row,
-                       log_softmax_grad_row_fetching, row_dot, row_dot_short, row_max, softmax_backward_short, scale_row, softmax_grad_row)
+                       log_softmax_grad_row_fetching, row_dot, row_dot_short, row_max, scale_row,
+                       softmax_backward_short, softmax_grad_row)
 from _simd_math cimport exp_shifted_
 from _memory cimport (FETCH_AHEAD_BYTES, FETCH_DEEP_BYTES, FETCH_EXP, FETCH_MAX, FETCH_MIN_BYTES, FETCH_NONE,
                       LARGE_BYTES, STREAM_MIN_THREADS, STREAM_ROW_BYTES, stream_fence, stream_row)
@@ -243,7 +244,8 @@ cdef inline void three_pass_rows(const floating* x, floating* out, Py_ssize_t fi
 cdef inline void rows_in_cache(const floating* x, floating* out, Py_ssize_t first, Py_ssize_t stop,
                                Py_ssize_t n, Py_ssize_t x_rs, Py_ssize_t o_rs, bint log_softmax,
                                int fetch) noexcept nogil:
-    """Rows first..stop-1 of rows that fit in cache: in pairs (three_pass_row_pairs) or one at a time."""
+    """Rows first..stop-1 whose results are not streamed (forward_row_block), computed in place in out: short
+    float32 rows in pairs (three_pass_row_pairs), the others one at a time (three_pass_rows)."""
     if floating is float:
         if SHORT_ROW_F32 == 0 and n <= SHORT_SUM_F32 and stop - first >= PAIRS_MIN_ROWS:
             three_pass_row_pairs(x, out, first, stop, n, x_rs, o_rs, log_softmax, fetch)
