@@ -514,9 +514,9 @@ cdef inline void scale_row_fetching(floating* out, Py_ssize_t n, floating factor
     """scale_row, prefetching (for writing) the line FETCH_AHEAD_BYTES ahead per line: phase 2 of a float32
     chunked row, which reads back the result written in phase 1, by then partly out of L2 (a row of 128 256
     floats is 513 KB of x and as much of out), and the hardware prefetchers stop at each 4 KiB page. Measured
-    (Zen 5, A/B, three series): 32x128256 1.04-1.07x faster at T=1 and T=2; 8x150000, 16x151936, 4x32768 and
-    2x200000 even (0.99-1.02x). float64 chunked rows lost 9-17% with it (16x128256, 8x150000) and log_softmax's
-    phase 2 (log_shift_row, prefetching x and out) measured 0.96-1.05x: both keep the plain loops."""
+    (Zen 5, A/B, three series): 32x128256 1.04-1.07x faster at T=1, 1.01-1.07x at T=2; 8x150000, 16x151936,
+    4x32768 and 2x200000 even (0.99-1.04x). float64 chunked rows lost 9-17% with it (16x128256, 8x150000), and
+    log_softmax's phase 2 (log_shift_row, prefetching x and out) measured 0.96-1.05x: both keep the plain loops."""
     cdef Py_ssize_t line = LINE_F32 if floating is float else LINE_F64
     cdef Py_ssize_t per = line * STEP_LINES
     cdef Py_ssize_t done = n - n % per
