@@ -533,11 +533,13 @@ cdef void backward_any(const floating* g, const floating* y, floating* out, Py_s
             n_threads = <int>outer
         if floating is float:
             if SHORT_ROW_F32 == 0 and K <= SHORT_SUM_F32 and not log_softmax:
-                # Short float32 rows of softmax_backward (see softmax_backward_rows_short). From memory: from
-                # FETCH_DEEP_BYTES at one thread, from FETCH_MIN_BYTES at more (threads that share the
-                # last-level cache wait on it sooner).
-                short_fetch = (g_so == K and y_so == K and outer * K * <Py_ssize_t>sizeof(floating)
-                               >= (FETCH_DEEP_BYTES if n_threads <= 1 else FETCH_MIN_BYTES))
+                # Short float32 rows of softmax_backward (see softmax_backward_rows_short), prefetching from
+                # FETCH_DEEP_BYTES (arrays from memory) at every thread count. From FETCH_MIN_BYTES at two
+                # threads, as it was, 4096x128-8192x128 ran 1.25-1.45x slower in `fastsoftmax bench` (no out=,
+                # torch interleaved; 0.72-0.80x of torch there against 0.97-1.02x without), though 0.95-1.01x
+                # with out= in a plain A/B loop.
+                short_fetch = (g_so == K and y_so == K
+                               and outer * K * <Py_ssize_t>sizeof(floating) >= FETCH_DEEP_BYTES)
                 if not short_fetch or K <= SHORT_FETCH_MAX_COLS:
                     softmax_backward_rows_short(g, y, out, outer, K, g_so, y_so, o_so, n_threads, short_fetch)
                     return
