@@ -322,8 +322,8 @@ def test_log_softmax_backward_from_memory(shape, dtype):
                          ids=["8MB-128", "2.5MB-128", "3MB-256", "in-cache-197", "in-cache-33"])
 def test_softmax_backward_short_rows_match_single_rows(shape):
     """float32 rows of up to 256 (the AVX-512 build's short-row kernel): from memory, rows of up to 128 prefetch
-    in a burst per row (from 8 MB at one thread, from 2 MiB at two), longer ones inside the dot product, rows in
-    cache not at all; none of it may change the bits. Every sampled row must equal the row computed alone, at one
+    in a burst per row (from 8 MB), longer ones inside the dot product, rows under 8 MB not at all; none of it
+    may change the bits. Every sampled row must equal the row computed alone, at one
     thread and two and with out=g, and stay within a rounding bound of the float64 formula."""
     g, y = inputs(softmax_backward, shape, -1, np.float32)
     rows = [0, 1, shape[0] // 2, shape[0] - 2, shape[0] - 1]
