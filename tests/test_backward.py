@@ -318,6 +318,28 @@ def test_log_softmax_backward_from_memory(shape, dtype):
     assert np.all(np.abs(result - reference_backward(log_softmax_backward, g, y, -1)) <= bound)
 
 
+@pytest.mark.parametrize("fn", BACKWARD)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_plain_out_gives_the_bits_of_a_new_result(dtype, fn):
+    """A C-contiguous out= takes the per-call fast path: the bits of the new result, in out, also when out is
+    g or y (in place); out partly overlapping g (one row apart in one buffer) gives the same as from copies."""
+    g, y = inputs(fn, (25, 300), -1, dtype)
+    expected = fn(g, y)
+    out = np.full(g.shape, np.nan, dtype)
+    assert fn(g, y, out=out) is out
+    assert_array_equal(out, expected)
+    for which in ("g", "y"):
+        gg, yy = g.copy(), y.copy()
+        target = gg if which == "g" else yy
+        assert fn(gg, yy, out=target) is target
+        assert_array_equal(target, expected)
+    buf = np.empty(26 * 300, dtype)
+    shifted_g, shifted_out = buf[:25 * 300].reshape(25, 300), buf[300:].reshape(25, 300)
+    shifted_g[...] = g
+    assert fn(shifted_g, y, out=shifted_out) is shifted_out
+    assert_array_equal(shifted_out, expected)
+
+
 @pytest.mark.parametrize("shape", [(16500, 128), (5000, 128), (3000, 256), (100, 197), (40, 33)],
                          ids=["8MB-128", "2.5MB-128", "3MB-256", "in-cache-197", "in-cache-33"])
 def test_softmax_backward_short_rows_match_single_rows(shape):

@@ -278,6 +278,37 @@ def test_out_partially_overlapping_input(axis, fn):
     assert_matches_reference(fn, out, x_before, axis)
 
 
+@pytest.mark.parametrize("fn", FORWARD)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("shape", [(1, 1000), (37, 129), (3, 70000), (0, 5)], ids=lambda s: "x".join(map(str, s)))
+def test_plain_out_gives_the_bits_of_a_new_result(shape, dtype, fn):
+    """A C-contiguous out= of the result's dtype and shape takes the per-call fast path: the same bits as the
+    new array the call returns without out=, into out itself, in place too."""
+    x = (np.random.default_rng(shape[-1]).standard_normal(shape) * 4).astype(dtype)
+    expected = fn(x)
+    out = np.full(shape, np.nan, dtype)
+    assert fn(x, out=out) is out
+    assert_array_equal(out, expected)
+    inplace = x.copy()
+    assert fn(inplace, out=inplace) is inplace
+    assert_array_equal(inplace, expected)
+
+
+@pytest.mark.parametrize("fn", FORWARD)
+@pytest.mark.parametrize("shift", [16, -16, 1], ids=["out-after-x", "out-before-x", "out-one-element-after"])
+def test_contiguous_out_partially_overlapping_input(shift, fn):
+    """x and out both C-contiguous in one buffer, one line (or one element) apart: not the fast path, which
+    would read elements it has already overwritten; the result is as if x had been copied first."""
+    n_rows, n_cols = 30, 200
+    buf = np.random.default_rng(17).standard_normal(n_rows * n_cols + abs(shift)).astype(np.float32)
+    x_at, out_at = (0, shift) if shift > 0 else (-shift, 0)
+    x = buf[x_at:x_at + n_rows * n_cols].reshape(n_rows, n_cols)
+    out = buf[out_at:out_at + n_rows * n_cols].reshape(n_rows, n_cols)
+    x_before = x.copy()
+    assert fn(x, out=out) is out
+    assert_array_equal(out, fn(x_before))
+
+
 def test_unaligned_input_and_out():
     """Arrays at an odd byte offset (np.frombuffer) in, and as out=."""
     x_aligned = np.random.default_rng(14).standard_normal((50, 40))
