@@ -113,7 +113,8 @@ cdef inline Py_ssize_t chunk_length(Py_ssize_t n) noexcept nogil:
 
 cdef inline void chunk_finish(const floating* x, floating* out, Py_ssize_t n, floating chunk_top,
                               floating row_top, double row_sum, bint log_softmax) noexcept nogil:
-    """Phase 2 on one chunk of a chunked row (float32 softmax prefetching its next chunk, scale_row_fetching)."""
+    """Phase 2 on one chunk of a chunked row. Float32 softmax in the AVX-512 build prefetches the result
+    FETCH_AHEAD_BYTES ahead as it goes (scale_row_fetching): the next chunk, for chunks of CHUNK elements."""
     if log_softmax:
         log_shift_row(x, out, n, row_top, <floating>log(row_sum))
     else:

@@ -19,7 +19,7 @@ from numpy.exceptions import AxisError
 from numpy.lib.stride_tricks import as_strided
 from numpy.testing import assert_allclose, assert_array_equal
 
-from fastsoftmax import log_softmax, softmax
+from fastsoftmax import _api, log_softmax, softmax
 
 pytestmark = [pytest.mark.usefixtures("simd_level"), pytest.mark.filterwarnings("error")]
 
@@ -292,6 +292,32 @@ def test_plain_out_gives_the_bits_of_a_new_result(shape, dtype, fn):
     inplace = x.copy()
     assert fn(inplace, out=inplace) is inplace
     assert_array_equal(inplace, expected)
+
+
+def test_which_out_takes_the_fast_path():
+    """The kernels' fast path takes an out= only as it is (plain_out): a plain writeable C-contiguous aligned
+    native ndarray of the input's dtype and shape, the input's memory exactly or none of it. Everything else is
+    refused (None) and left to the general path, which checks it, and copies for overlaps (the tests above)."""
+    x = np.random.default_rng(18).standard_normal((8, 64)).astype(np.float32)
+    def fast(out, inp=x):
+        return _api._k.lastaxis(inp, out, -1, False, 0)
+    out = np.empty_like(x)
+    assert fast(out) is out
+    inplace = x.copy()
+    assert fast(inplace, inplace) is inplace
+    buf = np.empty(2 * x.size, np.float32)
+    assert fast(buf[x.size:].reshape(x.shape), buf[:x.size].reshape(x.shape)) is not None  # abutting: disjoint
+    read_only = np.empty_like(x)
+    read_only.setflags(write=False)
+    misaligned = np.frombuffer(bytearray(x.nbytes + 1), np.float32, count=x.size, offset=1).reshape(x.shape)
+    overlap = np.empty(x.size + 16, np.float32)
+    refused = [np.empty_like(x).view(np.matrix), read_only, np.empty(x.shape, ">f4"), misaligned,
+               np.empty(x.shape, np.float32, order="F"), np.empty((8, 65), np.float32)[:, :64],
+               np.empty((64, 8), np.float32), np.empty_like(x, np.float64), x.tolist()]
+    for bad in refused:
+        assert fast(bad) is None, bad
+    shifted = overlap[16:].reshape(x.shape)
+    assert fast(shifted, overlap[:x.size].reshape(x.shape)) is None
 
 
 @pytest.mark.parametrize("fn", FORWARD)
