@@ -200,7 +200,7 @@ def _backward(grad_output, output, axis, out, num_threads, log_softmax):
         return result if out is None else _copy_into(_check_out(out, (), res), result)
     axes = _axes(axis, g.ndim)
     out = _check_out(out, g.shape, res)
-    n_threads = _threads.requested(num_threads)
+    n_threads = n
     g = _prepare(g, comp)
     y = _prepare(y, comp)
     target = out if out is not None else _new_result(g, res)

@@ -115,14 +115,16 @@ cdef inline void chunk_finish(const floating* x, floating* out, Py_ssize_t n, fl
                               floating row_top, double row_sum, bint log_softmax) noexcept nogil:
     """Phase 2 on one chunk of a chunked row. Float32 softmax in the AVX-512 build prefetches the result
     FETCH_AHEAD_BYTES ahead as it goes (scale_row_fetching): the next chunk, for chunks of CHUNK elements."""
+    cdef floating factor
     if log_softmax:
         log_shift_row(x, out, n, row_top, <floating>log(row_sum))
     else:
+        factor = <floating>(<double>exp_shifted_(chunk_top, row_top, True) / row_sum)
         # The AVX-512 build only (two-line steps): the AVX2 build's one-line steps lost 25-28% with it.
         if floating is float and STEP_LINES == 2:
-            scale_row_fetching(out, n, <floating>(<double>exp_shifted_(chunk_top, row_top, True) / row_sum))
+            scale_row_fetching(out, n, factor)
         else:
-            scale_row(out, n, <floating>(<double>exp_shifted_(chunk_top, row_top, True) / row_sum))
+            scale_row(out, n, factor)
 
 
 cdef inline void forward_row_chunked(const floating* x, floating* out, Py_ssize_t n,
@@ -758,6 +760,27 @@ cdef cnp.ndarray plain_lastaxis(object x, object axis):
     return a
 
 
+cdef bint same_shape(cnp.ndarray a, cnp.ndarray b) noexcept:
+    """a and b have one dtype (type number) and one shape."""
+    cdef int nd = cnp.PyArray_NDIM(a)
+    cdef int d
+    if cnp.PyArray_TYPE(a) != cnp.PyArray_TYPE(b) or cnp.PyArray_NDIM(b) != nd:
+        return False
+    for d in range(nd):
+        if cnp.PyArray_DIMS(a)[d] != cnp.PyArray_DIMS(b)[d]:
+            return False
+    return True
+
+
+cdef bint same_or_disjoint(cnp.ndarray a, cnp.ndarray b) noexcept:
+    """Two C-contiguous arrays of one dtype and shape are the same memory exactly or share none of it (the fast
+    paths' version of writable_alongside: for such arrays a common start means the same elements)."""
+    cdef char* a_lo = <char*>cnp.PyArray_DATA(a)
+    cdef char* b_lo = <char*>cnp.PyArray_DATA(b)
+    cdef Py_ssize_t n_bytes = cnp.PyArray_NBYTES(a)
+    return a_lo == b_lo or a_lo + n_bytes <= b_lo or b_lo + n_bytes <= a_lo
+
+
 cdef bint plain_out(object out, cnp.ndarray like) noexcept:
     """out can take a fast path's result for `like` as it is: a plain, writeable, C-contiguous, aligned, native
     ndarray of like's dtype and shape that either is like's memory exactly (in place) or shares none of it.
@@ -765,20 +788,8 @@ cdef bint plain_out(object out, cnp.ndarray like) noexcept:
     if type(out) is not cnp.ndarray:
         return False
     cdef cnp.ndarray o = <cnp.ndarray>out
-    cdef int nd = cnp.PyArray_NDIM(like)
-    cdef int d
-    if cnp.PyArray_TYPE(o) != cnp.PyArray_TYPE(like) or cnp.PyArray_NDIM(o) != nd:
-        return False
-    for d in range(nd):
-        if cnp.PyArray_DIMS(o)[d] != cnp.PyArray_DIMS(like)[d]:
-            return False
-    if not (cnp.PyArray_IS_C_CONTIGUOUS(o) and cnp.PyArray_ISALIGNED(o) and cnp.PyArray_ISNOTSWAPPED(o)
-            and cnp.PyArray_ISWRITEABLE(o)):
-        return False
-    cdef char* o_lo = <char*>cnp.PyArray_DATA(o)
-    cdef char* x_lo = <char*>cnp.PyArray_DATA(like)
-    cdef Py_ssize_t n_bytes = cnp.PyArray_NBYTES(like)
-    return o_lo == x_lo or o_lo + n_bytes <= x_lo or x_lo + n_bytes <= o_lo
+    return (same_shape(o, like) and cnp.PyArray_IS_C_CONTIGUOUS(o) and cnp.PyArray_ISALIGNED(o)
+            and cnp.PyArray_ISNOTSWAPPED(o) and cnp.PyArray_ISWRITEABLE(o) and same_or_disjoint(o, like))
 
 
 def lastaxis(object x, object out, object axis, bint log_softmax, int num_threads):
@@ -809,17 +820,11 @@ def lastaxis_backward(object g, object y, object out, object axis, bint log_soft
     neither's). Returns None for anything else (including mismatches, which the general path reports)."""
     cdef cnp.ndarray a = plain_lastaxis(g, axis)
     cdef cnp.ndarray b = plain_lastaxis(y, axis)
-    if a is None or b is None or cnp.PyArray_TYPE(a) != cnp.PyArray_TYPE(b):
+    if a is None or b is None or not same_shape(a, b):
+        return None
+    if out is not None and not (plain_out(out, a) and same_or_disjoint(<cnp.ndarray>out, b)):
         return None
     cdef int nd = cnp.PyArray_NDIM(a)
-    cdef int d
-    if cnp.PyArray_NDIM(b) != nd:
-        return None
-    for d in range(nd):
-        if cnp.PyArray_DIMS(a)[d] != cnp.PyArray_DIMS(b)[d]:
-            return None
-    if out is not None and not (plain_out(out, a) and plain_out(out, b)):
-        return None
     cdef cnp.ndarray result = new_result(a) if out is None else <cnp.ndarray>out
     cdef Py_ssize_t size = cnp.PyArray_SIZE(a)
     cdef Py_ssize_t n_cols = cnp.PyArray_DIMS(a)[nd - 1]
