@@ -22,6 +22,8 @@ from _simd_math cimport exp_shifted_
 from _memory cimport (FETCH_AHEAD_BYTES, FETCH_DEEP_BYTES, FETCH_EXP, FETCH_MAX, FETCH_MIN_BYTES, FETCH_NONE,
                       LARGE_BYTES, STREAM_MIN_THREADS, STREAM_ROW_BYTES, stream_fence, stream_row)
 from _strided_ops cimport GROUP, TILE_MAX, next_tile, no_fetch, strided_backward_tile, strided_forward_tile
+from _narrow_ops cimport (narrow_backward_block, narrow_backward_row, narrow_block_rows, narrow_forward_block,
+                          narrow_row)
 
 cnp.import_array()
 
@@ -85,6 +87,24 @@ cdef enum:
     # 197-256 lost 4-7% (40000x197, 32768x200, 16384x256), and log_softmax, whose exp pass also prefetches the
     # result for writing, lost 9% on 65536x128.
     SHORT_FETCH_MAX_COLS = 128
+    # Rows of up to NARROW_MAX_BYTES (40 float32, 20 float64) are computed across rows, in blocks staged as tiles
+    # (forward_narrow_rows, _narrow_ops.pxd), each row alone with the same arithmetic in arrays of fewer than
+    # NARROW_MIN_ROWS rows. Measured (Zen 5, T=1, A/B, against the row kernels): float32 100000x10 2.1-2.4x
+    # faster (log_softmax 2.8-3.7x), 65536x2 4.9-7.4x (6.4-9.3x), 4096x16 2.5-2.8x (2.2-3.2x), 1000x7 3.9-5.8x,
+    # 16x10 1.45x, 8192x17-8192x24 2.6-3.1x, 8192x32 1.15x, 4096x40 1.18-1.41x, 4096x48 0.96-1.00x and 4096x64
+    # 0.58-0.66x (hence 160 bytes); T=2 1.2-6.5x; float64 100000x10 1.6x, 4096x16 1.9x, 8192x32 0.95-0.99x,
+    # 4096x40 0.85x; the AVX2 build 1.07-6.4x. Arrays of 2-15 rows (one row at a time either way) 1.0-1.3x, but
+    # 8x32 0.85x: its in-order sum is one long chain of dependent adds.
+    NARROW_MAX_BYTES = 160
+    NARROW_MIN_ROWS = 16
+    # The backward passes take the narrow blocks for shorter rows only: three staging copies (g, y and the result)
+    # against two, for lighter arithmetic. Measured (as above): log_softmax_backward 65536x2 3.8x, 100000x3 3.3x,
+    # 65536x6 4.0x, 20000x10 1.7-2.2x, 40000x12 1.9-2.5x, but 4096x16 0.69-0.83x and 100000x10 (4 MB, which the
+    # row kernel prefetches) 0.91-1.03x, float64 1.5-3.6x to 6 elements; softmax_backward 65536x2 1.6-1.9x,
+    # 100000x3 1.6x, 1000x7 1.46x, but 65536x8 0.77-1.09x, 100000x10 0.45-0.58x and 4096x16 0.47-0.56x (the short
+    # row kernel's one-vector dot product), float64 1.5-2.0x to 3 elements.
+    NARROW_LOG_BACKWARD_MAX_BYTES = 48
+    NARROW_BACKWARD_MAX_BYTES = 28
 
 # The thread policy's settings, pushed here by fastsoftmax._threads (see threads_for): arrays with fewer elements
 # than serial_limit run on one thread; default_threads is set_num_threads' value (0: OpenMP's default);
@@ -386,10 +406,10 @@ cdef Py_ssize_t tile_width(Py_ssize_t outer, Py_ssize_t K, Py_ssize_t inner, Py_
                            int n_threads, Py_ssize_t max_row_bytes) noexcept nogil:
     """Columns per strided tile (a power of two): as wide as TILE_MAX allows while K rows of a tile (in and out)
     fit TILE_BYTES and a tile's row is at most max_row_bytes, then narrower until there are a few tiles per
-    thread. The tiling never changes the arithmetic of a column (exactness is decided per fixed group of GROUP
-    columns, see _strided_ops.pxd)."""
+    thread. The tiling never changes the arithmetic of a column (each column's passes are its own, exactness
+    included, see strided_forward_tile)."""
     cdef Py_ssize_t tile = TILE_MAX
-    # Never narrower than GROUP: tiles must start at multiples of it (see _strided_ops.pxd).
+    # Never narrower than GROUP, one float32 vector.
     while tile > GROUP and (2 * K * tile * itemsize > TILE_BYTES or tile * itemsize > max_row_bytes):
         tile //= 2
     if n_threads > 1:
@@ -433,6 +453,29 @@ cdef void forward_strided(const floating* x, floating* out, Py_ssize_t outer, Py
                                      x_sk, o_sk, log_softmax, <no_fetch>0)
 
 
+cdef void forward_narrow_rows(const floating* x, floating* out, Py_ssize_t n_rows, Py_ssize_t n_cols,
+                              Py_ssize_t x_rs, Py_ssize_t o_rs, bint log_softmax, int n_threads) noexcept nogil:
+    """Rows of up to NARROW_MAX_BYTES, computed across rows in blocks staged as tiles, the blocks split across
+    threads; fewer rows than NARROW_MIN_ROWS one at a time (see _narrow_ops.pxd)."""
+    cdef Py_ssize_t width = narrow_block_rows(n_cols, sizeof(floating))
+    cdef Py_ssize_t n_blocks = (n_rows + width - 1) // width
+    cdef Py_ssize_t b
+    if n_rows < NARROW_MIN_ROWS:
+        for b in range(n_rows):
+            narrow_row(x + b * x_rs, out + b * o_rs, n_cols, log_softmax)
+        return
+    if n_threads > n_blocks:
+        n_threads = <int>n_blocks
+    if n_threads <= 1:
+        for b in range(n_blocks):
+            narrow_forward_block(x + b * width * x_rs, out + b * width * o_rs, min(width, n_rows - b * width),
+                                 n_cols, x_rs, o_rs, width, log_softmax)
+    else:
+        for b in prange(n_blocks, schedule='static', num_threads=n_threads):
+            narrow_forward_block(x + b * width * x_rs, out + b * width * o_rs, min(width, n_rows - b * width),
+                                 n_cols, x_rs, o_rs, width, log_softmax)
+
+
 cdef int forward_any(const floating* x, floating* out, Py_ssize_t outer, Py_ssize_t K, Py_ssize_t inner,
                      Py_ssize_t x_so, Py_ssize_t x_sk, Py_ssize_t o_so, Py_ssize_t o_sk,
                      bint log_softmax, int n_threads) noexcept nogil:
@@ -441,6 +484,9 @@ cdef int forward_any(const floating* x, floating* out, Py_ssize_t outer, Py_ssiz
             if outer * K >= SPLIT_MIN_ELEMENTS:
                 return forward_split_rows(x, out, outer, K, x_so, o_so, log_softmax, n_threads)
             n_threads = 1
+        if 0 < K and K * <Py_ssize_t>sizeof(floating) <= NARROW_MAX_BYTES:
+            forward_narrow_rows(x, out, outer, K, x_so, o_so, log_softmax, n_threads)
+            return 0
         if n_threads > outer:
             n_threads = <int>outer
         forward_rows(x, out, outer, K, x_so, o_so, log_softmax, n_threads)
@@ -521,6 +567,30 @@ cdef void softmax_backward_rows_short(const float* g, const float* y, float* out
             softmax_backward_short(g + r * g_rs, y + r * y_rs, out + r * o_rs, n, False)
 
 
+cdef void backward_narrow_rows(const floating* g, const floating* y, floating* out, Py_ssize_t n_rows,
+                               Py_ssize_t n_cols, Py_ssize_t g_rs, Py_ssize_t y_rs, Py_ssize_t o_rs, bint log_softmax,
+                               int n_threads) noexcept nogil:
+    """The backward passes over narrow rows (NARROW_BACKWARD_MAX_BYTES, NARROW_LOG_BACKWARD_MAX_BYTES), as
+    forward_narrow_rows."""
+    cdef Py_ssize_t width = narrow_block_rows(n_cols, sizeof(floating))
+    cdef Py_ssize_t n_blocks = (n_rows + width - 1) // width
+    cdef Py_ssize_t b
+    if n_rows < NARROW_MIN_ROWS:
+        for b in range(n_rows):
+            narrow_backward_row(g + b * g_rs, y + b * y_rs, out + b * o_rs, n_cols, log_softmax)
+        return
+    if n_threads > n_blocks:
+        n_threads = <int>n_blocks
+    if n_threads <= 1:
+        for b in range(n_blocks):
+            narrow_backward_block(g + b * width * g_rs, y + b * width * y_rs, out + b * width * o_rs,
+                                  min(width, n_rows - b * width), n_cols, g_rs, y_rs, o_rs, width, log_softmax)
+    else:
+        for b in prange(n_blocks, schedule='static', num_threads=n_threads):
+            narrow_backward_block(g + b * width * g_rs, y + b * width * y_rs, out + b * width * o_rs,
+                                  min(width, n_rows - b * width), n_cols, g_rs, y_rs, o_rs, width, log_softmax)
+
+
 cdef void backward_any(const floating* g, const floating* y, floating* out, Py_ssize_t outer, Py_ssize_t K,
                        Py_ssize_t inner, Py_ssize_t g_so, Py_ssize_t g_sk, Py_ssize_t y_so, Py_ssize_t y_sk,
                        Py_ssize_t o_so, Py_ssize_t o_sk, bint log_softmax, int n_threads) noexcept nogil:
@@ -532,6 +602,10 @@ cdef void backward_any(const floating* g, const floating* y, floating* out, Py_s
         # Rows back to back, from FETCH_MIN_BYTES up: log_softmax_backward prefetches (log_softmax_grad_row_fetching).
         fetch = (log_softmax and g_so == K and y_so == K and o_so == K
                  and outer * K * <Py_ssize_t>sizeof(floating) >= FETCH_MIN_BYTES)
+        if 0 < K and K * <Py_ssize_t>sizeof(floating) <= (
+                NARROW_LOG_BACKWARD_MAX_BYTES if log_softmax else NARROW_BACKWARD_MAX_BYTES):
+            backward_narrow_rows(g, y, out, outer, K, g_so, y_so, o_so, log_softmax, n_threads)
+            return
         if n_threads > outer:
             n_threads = <int>outer
         if floating is float:

@@ -22,6 +22,31 @@ cdef extern from *:
     uint64_t f64_bits "fsm_f64_bits"(double) noexcept nogil
     double f64_from_bits "fsm_f64_from_bits"(uint64_t) noexcept nogil
 
+# a * b + c with one rounding where the build has FMA instructions, two where it has not: what gcc makes of
+# `c + a * b` in a vectorized loop, where it contracts the two operations. Written out where a sum must come out
+# bitwise alike from a vector loop and from a scalar one (narrow_backward_row): gcc vectorizes the products of
+# an in-order scalar sum as a separate multiply and contracts the leftover iterations, a mix of both roundings.
+cdef extern from *:
+    """
+    #if defined(__FMA__) && (defined(__GNUC__) || defined(__clang__))
+    #define fsm_madd_f32(a, b, c) __builtin_fmaf((a), (b), (c))
+    #define fsm_madd_f64(a, b, c) __builtin_fma((a), (b), (c))
+    #else
+    #define fsm_madd_f32(a, b, c) ((a) * (b) + (c))
+    #define fsm_madd_f64(a, b, c) ((a) * (b) + (c))
+    #endif
+    """
+    float madd_f32 "fsm_madd_f32"(float, float, float) noexcept nogil
+    double madd_f64 "fsm_madd_f64"(double, double, double) noexcept nogil
+
+
+cdef inline floating madd_(floating a, floating b, floating c) noexcept nogil:
+    if floating is float:
+        return madd_f32(a, b, c)
+    else:
+        return madd_f64(a, b, c)
+
+
 # Number of independent partial results a reduction keeps. 32 floats / 16 doubles is 4 ymm or 2 zmm registers:
 # enough independent add/max chains to hide the FP latency, and a multiple of every vector width we target.
 # A slice whose max - min is below this needs no exact x - max: |x - max| < 64 rounds with an error of at most
@@ -183,6 +208,19 @@ cdef inline floating exp_shifted_(floating x, floating shift, bint exact) noexce
         return exp_shifted_f32(x, shift) if exact else exp_reduced_f32(x - shift, 0.0)
     else:
         return exp_shifted_f64(x, shift) if exact else exp_reduced_f64(x - shift, 0.0)
+
+
+cdef inline floating exp_shifted_sel_(floating x, floating shift, bint exact) noexcept nogil:
+    """exp_shifted_(x, shift, exact) with exact chosen per element, as a select the compiler vectorizes: the
+    rounding error of x - shift is computed always and kept only where exact. Bitwise the same results: without
+    it, exp_reduced gets 0 for the error, as exp_shifted_'s plain variant passes."""
+    cdef floating d = x - shift
+    cdef floating bv = d - x
+    cdef floating err = ((d - bv) - x) + (bv + shift)
+    if floating is float:
+        return exp_reduced_f32(d, err if exact else <float>0.0)
+    else:
+        return exp_reduced_f64(d, err if exact else 0.0)
 
 
 # log(t) of a softmax sum t (a sum of exp(x - max) terms, so 1 <= t <= the slice length, or NaN) for

@@ -1,10 +1,12 @@
 # Building blocks of the non-last-axis kernels. The data is a slab of K rows (the reduced axis, row stride in
 # elements) by w contiguous columns; each column is one softmax slice. The column loop is innermost, so it is the
-# vectorized one, and no transposed copy is ever made. Per-column state lives in stack arrays of the call, which
-# makes it private to the calling thread without a malloc.
+# vectorized one, and no transposed copy of a non-last axis is ever made (narrow last-axis rows are staged as
+# columns on purpose, see _narrow_ops.pxd). Per-column state lives in stack arrays of the call, which makes it
+# private to the calling thread without a malloc. Every column's arithmetic is its own: the same bits whatever
+# its neighbours, the tiling and the thread count.
 from libc.math cimport INFINITY
 from cython cimport floating
-from _simd_math cimport exp_, exp_shifted_, log_sum_, EXACT_RANGE
+from _simd_math cimport exp_, exp_shifted_, exp_shifted_sel_, log_sum_, madd_, EXACT_RANGE
 from _memory cimport prefetch
 
 # A compile-time flag for strided_forward_tile, as a fused type of a dummy argument: Cython then emits one copy of
@@ -18,33 +20,39 @@ ctypedef fused tile_fetch:
 
 cdef enum:
     TILE_MAX = 512   # columns per tile at most: 3 per-column arrays of 512 doubles = 12 KiB of stack
-    # The float32 exactness test (see row_max in _row_ops.pxd) is decided per group of GROUP columns. Tiles start
-    # at multiples of their width (a power of two >= GROUP), so the groups sit at fixed column positions and a
-    # column's arithmetic never depends on the tiling, and so not on the thread count either.
+    # Tiles are never narrower than GROUP columns (a float32 vector), unless the slab is.
     GROUP = 16
     K_BLOCK = 64     # float partial sums are flushed into double sums every K_BLOCK rows (accuracy for long K)
 
 
 cdef inline void exp_tile_rows(const floating* xr, floating* orow, const floating* col_max, floating* part,
-                               Py_ssize_t j0, Py_ssize_t j1, bint log_softmax, bint exact) noexcept nogil:
-    """One row k of a tile, columns j0..j1: part[j] += exp(x - col_max[j]), also stored for softmax."""
+                               Py_ssize_t w, bint log_softmax) noexcept nogil:
+    """One row k of a tile: part[j] += exp(x - col_max[j]), also stored for softmax."""
     cdef Py_ssize_t j
     cdef floating e
     if log_softmax:
-        if exact:
-            for j in range(j0, j1):
-                part[j] += exp_shifted_(xr[j], col_max[j], True)
-        else:
-            for j in range(j0, j1):
-                part[j] += exp_shifted_(xr[j], col_max[j], False)
-    elif exact:
-        for j in range(j0, j1):
-            e = exp_shifted_(xr[j], col_max[j], True)
+        for j in range(w):
+            part[j] += exp_shifted_(xr[j], col_max[j], False)
+    else:
+        for j in range(w):
+            e = exp_shifted_(xr[j], col_max[j], False)
             orow[j] = e
             part[j] += e
+
+
+cdef inline void exp_tile_rows_wide(const floating* xr, floating* orow, const floating* col_max,
+                                    const floating* col_wide, floating* part, Py_ssize_t w,
+                                    bint log_softmax) noexcept nogil:
+    """exp_tile_rows for a tile with a wide column: each column j exact where col_wide[j] != 0, as a row kernel
+    decides per row, so a column's arithmetic never depends on its neighbours (exp_shifted_sel_)."""
+    cdef Py_ssize_t j
+    cdef floating e
+    if log_softmax:
+        for j in range(w):
+            part[j] += exp_shifted_sel_(xr[j], col_max[j], col_wide[j] != 0)
     else:
-        for j in range(j0, j1):
-            e = exp_shifted_(xr[j], col_max[j], False)
+        for j in range(w):
+            e = exp_shifted_sel_(xr[j], col_max[j], col_wide[j] != 0)
             orow[j] = e
             part[j] += e
 
@@ -75,10 +83,10 @@ cdef inline void strided_forward_tile(const floating* x, floating* out, Py_ssize
     cdef floating col_min[TILE_MAX]
     cdef floating part[TILE_MAX]
     cdef double col_sum[TILE_MAX]
-    cdef Py_ssize_t k, j, g, j0, j1, blk, k0, k1
+    cdef Py_ssize_t k, j, blk, k0, k1
     cdef const floating* xr
     cdef floating* orow
-    cdef bint exact = False, group_exact
+    cdef bint exact = False
     cdef Py_ssize_t fetch_lines = (w * <Py_ssize_t>sizeof(floating) + 63) // 64
     for j in range(w):
         col_max[j] = -INFINITY
@@ -96,6 +104,10 @@ cdef inline void strided_forward_tile(const floating* x, floating* out, Py_ssize
     if floating is float:  # float64 rounds x - max once, like any float64 reference: no range test needed
         for j in range(w):
             exact = exact or not (col_max[j] - col_min[j] < EXACT_RANGE)
+        if exact:
+            for j in range(w):
+                # col_min becomes the column's exactness flag (1 or 0), which exp_tile_rows_wide reads
+                col_min[j] = 0 if col_max[j] - col_min[j] < EXACT_RANGE else 1   # NaN and inf ranges: exact
     for blk in range((K + K_BLOCK - 1) // K_BLOCK):
         k0 = blk * K_BLOCK
         k1 = min(k0 + K_BLOCK, K)
@@ -105,18 +117,12 @@ cdef inline void strided_forward_tile(const floating* x, floating* out, Py_ssize
             for k in range(k0, k1):
                 if tile_fetch is next_tile:   # the next tile's part of this row, in and out
                     fetch_tile_row(x + k * xs + w, out + k * os + w, fetch_lines)
-                exp_tile_rows(x + k * xs, out + k * os, col_max, part, 0, w, log_softmax, False)
+                exp_tile_rows(x + k * xs, out + k * os, col_max, part, w, log_softmax)
         else:
-            for g in range((w + GROUP - 1) // GROUP):
-                j0 = g * GROUP
-                j1 = min(j0 + GROUP, w)
-                group_exact = False
-                for j in range(j0, j1):
-                    group_exact = group_exact or not (col_max[j] - col_min[j] < EXACT_RANGE)
-                for k in range(k0, k1):
-                    if tile_fetch is next_tile and g == 0:   # once per row, with the first group
-                        fetch_tile_row(x + k * xs + w, out + k * os + w, fetch_lines)
-                    exp_tile_rows(x + k * xs, out + k * os, col_max, part, j0, j1, log_softmax, group_exact)
+            for k in range(k0, k1):
+                if tile_fetch is next_tile:
+                    fetch_tile_row(x + k * xs + w, out + k * os + w, fetch_lines)
+                exp_tile_rows_wide(x + k * xs, out + k * os, col_max, col_min, part, w, log_softmax)
         for j in range(w):
             col_sum[j] += part[j]
     if log_softmax:
@@ -168,7 +174,7 @@ cdef inline void strided_backward_tile(const floating* g, const floating* y, flo
             else:
                 yr = y + k * ys
                 for j in range(w):
-                    part[j] += gr[j] * yr[j]
+                    part[j] = madd_(gr[j], yr[j], part[j])
         for j in range(w):
             col_sum[j] += part[j]
     for j in range(w):

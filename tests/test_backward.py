@@ -15,7 +15,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from fastsoftmax import _api, log_softmax, log_softmax_backward, softmax, softmax_backward, softmax_jacobian
 
-from helpers import central_differences
+from helpers import assert_rows_as_alone, central_differences
 
 pytestmark = [pytest.mark.usefixtures("simd_level"), pytest.mark.filterwarnings("error")]
 
@@ -352,13 +352,7 @@ def test_softmax_backward_short_rows_match_single_rows(shape):
     may change the bits. Every sampled row must equal the row computed alone, at one
     thread and two and with out=g, and stay within a rounding bound of the float64 formula."""
     g, y = inputs(softmax_backward, shape, -1, np.float32)
-    rows = [0, 1, shape[0] // 2, shape[0] - 2, shape[0] - 1]
-    expected = np.stack([softmax_backward(g[r], y[r]) for r in rows])
-    for threads in (1, 2):
-        assert_array_equal(softmax_backward(g, y, num_threads=threads)[rows], expected)
-    inplace = g.copy()
-    assert softmax_backward(inplace, y, out=inplace, num_threads=1) is inplace
-    assert_array_equal(inplace[rows], expected)
+    inplace = assert_rows_as_alone(softmax_backward, [g, y], [0, 1, shape[0] // 2, shape[0] - 2, shape[0] - 1])
     eps = np.finfo(np.float32).eps
     g64, y64 = g.astype(np.float64), y.astype(np.float64)
     bound = 8 * eps * (np.abs(g64 * y64) + y64 * np.abs(g64 * y64).sum(-1, keepdims=True))
@@ -377,3 +371,34 @@ def test_log_softmax_backward_from_memory_over_an_inner_axis(shape, dtype):
     g64, y64 = g.astype(np.float64), y.astype(np.float64)
     bound = 8 * eps * (np.abs(g64) + np.exp(y64) * np.abs(g64).sum(1, keepdims=True))
     assert np.all(np.abs(result - reference_backward(log_softmax_backward, g, y, 1)) <= bound)
+
+
+NARROW_BACKWARD = [pytest.param(softmax_backward, np.float32, n, id=f"softmax_backward-float32-{n}")
+                   for n in (1, 2, 3, 7, 8)]
+NARROW_BACKWARD += [pytest.param(softmax_backward, np.float64, n, id=f"softmax_backward-float64-{n}")
+                    for n in (1, 3, 4)]
+NARROW_BACKWARD += [pytest.param(log_softmax_backward, np.float32, n, id=f"log_softmax_backward-float32-{n}")
+                    for n in (1, 2, 5, 12, 13)]
+NARROW_BACKWARD += [pytest.param(log_softmax_backward, np.float64, n, id=f"log_softmax_backward-float64-{n}")
+                    for n in (1, 6, 7)]
+
+
+@pytest.mark.parametrize("fn, dtype, n", NARROW_BACKWARD)
+@pytest.mark.parametrize("n_rows", [15, 16, 1100])
+def test_narrow_backward_rows_match_single_rows(n_rows, fn, dtype, n):
+    """Rows of up to 28 bytes (softmax_backward: 7 float32, 3 float64) or 48 bytes (log_softmax_backward: 12
+    float32, 6 float64) go through staged blocks of rows, 16 or more at a time, or one by one with the same
+    arithmetic (backward_narrow_rows in pyx/_kernels.pxi): every row must equal the row computed alone, at one
+    thread and two, with out=g, and from and into rows with a stride; and match the float64 formula. The
+    largest n of each kind is the first past its bound (the row kernels)."""
+    g, y = inputs(fn, (n_rows, n), -1, dtype, seed=n)
+    inplace = assert_rows_as_alone(fn, [g, y], sorted({0, 1, 14, n_rows // 2, n_rows - 1}))
+    padded_g = np.zeros((n_rows, n + 3), dtype)
+    padded_g[:, :n] = g
+    padded_y = np.zeros((n_rows, n + 1), dtype)
+    padded_y[:, :n] = y
+    out = np.full((n_rows, n + 5), 9.0, dtype)
+    fn(padded_g[:, :n], padded_y[:, :n], out=out[:, :n], num_threads=2)
+    assert_array_equal(out[:, :n], inplace)
+    assert (out[:, n:] == 9.0).all()
+    assert_allclose(inplace, reference_backward(fn, g, y, -1), **TOL[dtype])

@@ -14,6 +14,8 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from fastsoftmax import log_softmax, softmax
 
+from helpers import assert_rows_as_alone
+
 pytestmark = [pytest.mark.usefixtures("simd_level"), pytest.mark.filterwarnings("error")]
 
 F32_RTOL = 4e-6
@@ -340,13 +342,7 @@ def test_arrays_that_prefetch_match_single_rows(dtype, fn, shape, min_bytes):
     x = (np.random.default_rng(13).standard_normal(shape) * 4).astype(dtype)
     x[::2, 7] = -100.0  # every other row spans more than 64: the float32 min tracking and exact exp are checked too
     assert x.nbytes >= min_bytes
-    rows = [0, 1, shape[0] // 2, shape[0] - 2, shape[0] - 1]
-    expected = np.stack([fn(x[r]) for r in rows])
-    for threads in (1, 2):
-        assert_array_equal(fn(x, num_threads=threads)[rows], expected)
-    inplace = x.copy()
-    assert fn(inplace, out=inplace, num_threads=1) is inplace
-    assert_array_equal(inplace[rows], expected)
+    assert_rows_as_alone(fn, [x], [0, 1, shape[0] // 2, shape[0] - 2, shape[0] - 1])
 
 
 @pytest.mark.parametrize("n", [1, 15, 16, 17, 128, 197, 256])
@@ -384,3 +380,72 @@ def test_fast_path_and_general_path_agree_bitwise():
     for fn in (softmax, log_softmax):
         assert_array_equal(fn(x), fn(x, out=np.empty_like(x)))
         assert_array_equal(fn(x), fn(x, num_threads=1))
+
+
+NARROW = ([pytest.param(np.float32, n, id=f"float32-{n}") for n in (1, 2, 3, 7, 10, 16, 17, 31, 32, 33, 40, 41)]
+          + [pytest.param(np.float64, n, id=f"float64-{n}") for n in (1, 2, 5, 16, 20, 21)])
+
+
+@pytest.mark.parametrize("dtype, n", NARROW)
+@pytest.mark.parametrize("n_rows", [15, 16, 1100])
+@pytest.mark.parametrize("fn", [softmax, log_softmax])
+def test_narrow_rows_match_single_rows(fn, n_rows, n, dtype):
+    """Rows of up to 160 bytes (40 float32, 20 float64) go through blocks of rows staged as the columns of a
+    tile (forward_narrow_rows in pyx/_kernels.pxi), 16 or more rows at a time, or one by one with the same
+    arithmetic (narrow_row): each row must come out bitwise as the same row computed alone, whatever its
+    neighbours in the block (wide rows, which take the exact path, beside narrow ones; NaN, -inf and
+    all-(-inf) rows), across blocks and a partial last block (1100 rows), at one thread and two, in place, and
+    from and into rows with a stride; and within the float64 reference's bound. 41 and 21 are the first row
+    lengths past the bound, which take the row kernels."""
+    x = (np.random.default_rng(n * 1000 + n_rows).standard_normal((n_rows, n)) * 4).astype(dtype)
+    x[::3, 0] = -100.0
+    x[4, -1] = np.nan
+    x[7, 0] = -np.inf
+    x[9] = -np.inf
+    rows = sorted({0, 1, 3, 4, 7, 9, 14, n_rows // 2, n_rows - 2, n_rows - 1})
+    inplace = assert_rows_as_alone(fn, [x], rows)
+    padded = np.full((n_rows, n + 3), 7.0, dtype)
+    padded[:, :n] = x
+    out = np.full((n_rows, n + 5), 9.0, dtype)
+    assert fn(padded[:, :n], out=out[:, :n], num_threads=2) is not None
+    assert_array_equal(out[:, :n], inplace)
+    assert (out[:, n:] == 9.0).all()
+    finite = np.isfinite(x).all(axis=1)
+    got = inplace[finite]
+    if dtype == np.float64:
+        ref = (ref_softmax if fn is softmax else ref_log_softmax)(x[finite])
+        assert_allclose(got, ref, rtol=F64_RTOL, atol=F64_RTOL if fn is log_softmax else 0)
+    elif fn is softmax:
+        assert_f32_softmax_accurate(got, x[finite], -1)
+    else:
+        assert_log_softmax_accurate(got, ref_log_softmax(x[finite]), F32_RTOL)
+    nan_rows = [4, 9]   # a NaN, and all -inf (exp(-inf - -inf) is NaN)
+    assert np.isnan(inplace[nan_rows]).all()
+
+
+@pytest.mark.parametrize("fn", [softmax, log_softmax])
+@pytest.mark.parametrize("shape", [(2, 21, 64), (5, 37, 40)], ids=["2x21x64", "5x37x40"])
+def test_column_bits_do_not_depend_on_neighbouring_columns(shape, fn):
+    """Over a non-last axis (and for narrow rows, staged as columns) the exact path (max - min >= 64: the
+    rounding error of x - max carried into exp) is chosen per column, as the row kernels choose it per row: a
+    column's result must not change, bit for bit, when its neighbours turn wide, or when it is computed alone."""
+    x = (np.random.default_rng(5).standard_normal(shape) * 4).astype(np.float32)
+    base = fn(x, axis=1)
+    wide = x.copy()
+    wide[:, 0, ::2] = -100.0   # every even column is wide now
+    got = fn(wide, axis=1)
+    assert_array_equal(got[..., 1::2], base[..., 1::2])
+    for j in (0, 1, shape[-1] - 1):
+        assert_array_equal(got[..., j], fn(np.ascontiguousarray(wide[..., j]), axis=-1))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("shape", [(37, 1000), (5, 16385), (15, 33000), (17, 20000)],
+                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("fn", [softmax, log_softmax])
+def test_rows_in_cache_and_long_rows_match_single_rows(fn, shape, dtype):
+    """The row kernels the other tests of this kind leave out: rows of 1000 in cache, and long rows (chunked,
+    fewer than 16 of them split into chunks shared by threads): each row bitwise as alone."""
+    x = (np.random.default_rng(shape[1]).standard_normal(shape) * 4).astype(dtype)
+    x[::2, 3] = -100.0
+    assert_rows_as_alone(fn, [x], [0, 1, shape[0] // 2, shape[0] - 1])
