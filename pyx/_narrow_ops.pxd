@@ -9,7 +9,7 @@
 from libc.math cimport INFINITY
 from cython cimport floating
 from _simd_math cimport exp_, exp_shifted_sel_, log_sum_, madd_, EXACT_RANGE
-from _strided_ops cimport GROUP, K_BLOCK, TILE_MAX, no_fetch, strided_backward_tile, strided_forward_tile
+from _strided_ops cimport GROUP, K_BLOCK, TILE_MAX, no_fetch, staged_rows, strided_backward_tile, strided_forward_tile
 
 cdef enum:
     # Bytes of each staging buffer (a block of rows, in or out): the two or three of a block stay in L1.
@@ -67,7 +67,7 @@ cdef inline void narrow_forward_block(const floating* x, floating* out, Py_ssize
     cdef floating bx[NARROW_BUF]
     cdef floating bo[NARROW_BUF]
     rows_to_columns(x, bx, rows, n, x_rs, width)
-    strided_forward_tile(bx, bo, n, rows, width, width, log_softmax, <no_fetch>0)
+    strided_forward_tile(bx, bo, n, rows, width, width, log_softmax, <staged_rows>0)
     columns_to_rows(bo, out, rows, n, o_rs, width)
 
 
@@ -91,7 +91,7 @@ cdef inline void narrow_row(const floating* x, floating* out, Py_ssize_t n, bint
     cdef floating top = -INFINITY
     cdef floating low = INFINITY
     cdef floating buf[K_BLOCK]
-    cdef floating part, factor
+    cdef floating factor
     cdef double total = 0.0
     cdef bint wide = False
     cdef Py_ssize_t k, blk, k0, k1
@@ -106,10 +106,8 @@ cdef inline void narrow_row(const floating* x, floating* out, Py_ssize_t n, bint
         # exp into a buffer first, a loop gcc vectorizes; then the sum in the column's order
         for k in range(k0, k1):
             buf[k - k0] = exp_shifted_sel_(x[k], top, wide)
-        part = 0
         for k in range(k1 - k0):
-            part += buf[k]
-        total += part
+            total += buf[k]
         if not log_softmax:
             for k in range(k0, k1):
                 out[k] = buf[k - k0]
