@@ -1,7 +1,7 @@
 # Narrow rows: last-axis rows too short to fill the row kernels' vectors (up to 40 float32 elements), computed
 # across rows instead. A block of such rows is copied into an L1 buffer as the columns of a tile, whose passes
-# (strided_forward_tile, strided_backward_tile in _strided_ops.pxd) run across 16 rows per float32 vector, with
-# one vector division (or vectorized log) for 16 rows, and the result is copied back. In a row kernel such a row
+# (strided_forward_tile, strided_backward_tile in _strided_ops.pxd) run across rows, 16 per float32 vector in the
+# AVX-512 build, with one vector division (or vectorized log) per vector of rows, and the result is copied back. In a row kernel such a row
 # is mostly per-row latency (a max and its fold, a sum and its fold, a division or a libm log) and scalar tails:
 # 100000x10 ran at 0.64x of ONNX Runtime, 65536x2 at 0.71x, log_softmax on 4096x16 at 0.46x of torch.
 # Arrays of fewer rows than a block fills compute each row alone with the same operations in the same order
@@ -12,9 +12,11 @@ from _simd_math cimport exp_, exp_shifted_sel_, log_sum_, madd_, EXACT_RANGE
 from _strided_ops cimport GROUP, K_BLOCK, TILE_MAX, no_fetch, staged_rows, strided_backward_tile, strided_forward_tile
 
 cdef enum:
-    # Bytes of each staging buffer (a block of rows, in or out): the two or three of a block stay in L1.
+    # Bytes of a block of rows, in each staging buffer (in or out): the two or three of a block stay in L1.
     NARROW_BYTES = 8192
-    NARROW_BUF = NARROW_BYTES // 4   # elements of a buffer, sized for float32; float64 uses half of it
+    # Elements of a staging buffer: a float32 block fills it; float64 blocks use half (the buffers are declared
+    # once for both dtypes).
+    NARROW_BUF = NARROW_BYTES // 4
     # Rows copied at a time by the staging copies. Measured (Zen 5, T=1, A/B, against one row at a time, each
     # order of the two loops): 1.25-1.45x faster on 100000x10, 65536x2, 4096x16, 1000x7 (4 and 8 alike, 16 no
     # better).
@@ -22,11 +24,13 @@ cdef enum:
 
 
 cdef inline Py_ssize_t narrow_block_rows(Py_ssize_t n, Py_ssize_t itemsize) noexcept nogil:
-    """Rows per staged block of rows of n elements: as many as NARROW_BYTES hold, in whole float32 vectors
-    (GROUP), at most TILE_MAX (the tile's per-column arrays)."""
+    """Rows per staged block of rows of n elements: as many as NARROW_BYTES hold (never more, so a block fits
+    its buffers for any row of up to NARROW_BYTES), in whole float32 vectors (GROUP) where there is room for
+    one, at most TILE_MAX (the tile's per-column arrays)."""
     cdef Py_ssize_t rows = NARROW_BYTES // (n * itemsize)
-    rows -= rows % GROUP
-    return min(max(rows, GROUP), TILE_MAX)
+    if rows >= GROUP:
+        rows -= rows % GROUP
+    return min(max(rows, 1), TILE_MAX)
 
 
 cdef inline void rows_to_columns(const floating* x, floating* buf, Py_ssize_t rows, Py_ssize_t n, Py_ssize_t x_rs,

@@ -22,13 +22,15 @@ cdef extern from *:
     uint64_t f64_bits "fsm_f64_bits"(double) noexcept nogil
     double f64_from_bits "fsm_f64_from_bits"(uint64_t) noexcept nogil
 
-# a * b + c with one rounding where the build has FMA instructions, two where it has not: what gcc makes of
-# `c + a * b` in a vectorized loop, where it contracts the two operations. Written out where a sum must come out
-# bitwise alike from a vector loop and from a scalar one (narrow_backward_row): gcc vectorizes the products of
-# an in-order scalar sum as a separate multiply and contracts the leftover iterations, a mix of both roundings.
+# a * b + c with one rounding where the target has a fused multiply-add instruction, two where it has not: what
+# gcc and clang make of `c + a * b` in a vectorized loop, where they contract the two operations. Written out
+# where a sum must come out bitwise alike from a vector loop and from a scalar one (narrow_backward_row): gcc
+# vectorizes the products of an in-order scalar sum as a separate multiply and contracts the leftover iterations,
+# a mix of both roundings. __FP_FAST_FMAF / __FP_FAST_FMA: defined by gcc and clang wherever fma is an
+# instruction (x86 with -mfma, aarch64, ppc64le, ...), not only on x86 as __FMA__ is.
 cdef extern from *:
     """
-    #if defined(__FMA__) && (defined(__GNUC__) || defined(__clang__))
+    #if defined(__FP_FAST_FMAF) && defined(__FP_FAST_FMA) && (defined(__GNUC__) || defined(__clang__))
     #define fsm_madd_f32(a, b, c) __builtin_fmaf((a), (b), (c))
     #define fsm_madd_f64(a, b, c) __builtin_fma((a), (b), (c))
     #else

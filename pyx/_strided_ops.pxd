@@ -2,8 +2,10 @@
 # elements) by w contiguous columns; each column is one softmax slice. The column loop is innermost, so it is the
 # vectorized one, and no transposed copy of a non-last axis is ever made (narrow last-axis rows are staged as
 # columns on purpose, see _narrow_ops.pxd). Per-column state lives in stack arrays of the call, which makes it
-# private to the calling thread without a malloc. Every column's arithmetic is its own: the same bits whatever
-# its neighbours, the tiling and the thread count.
+# private to the calling thread without a malloc. Within the tiles every column's arithmetic is its own: the same
+# bits whatever its neighbours, the tiling and the thread count. (A non-last axis whose inner block is narrower
+# than 8 takes a transposed copy and the row kernels instead, whose narrow rows sum in double: the same column can
+# come out with other bits there.)
 from libc.math cimport INFINITY
 from cython cimport floating
 from _simd_math cimport exp_, exp_shifted_, exp_shifted_sel_, log_sum_, madd_, EXACT_RANGE
@@ -26,8 +28,9 @@ ctypedef fused sum_type:
     double
 
 cdef enum:
-    TILE_MAX = 512   # columns per tile at most: 3 per-column arrays of 512 doubles = 12 KiB of stack
-    # Tiles are never narrower than GROUP columns (a float32 vector), unless the slab is.
+    TILE_MAX = 512   # columns per tile at most: 4 per-column arrays of up to 512 doubles = 16 KiB of stack
+    # Strided tiles are never narrower than GROUP columns (an AVX-512 float32 vector), unless the slab is; a
+    # partial last block of narrow rows can be.
     GROUP = 16
     K_BLOCK = 64     # float partial sums are flushed into double sums every K_BLOCK rows (accuracy for long K)
 

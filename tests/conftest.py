@@ -5,6 +5,8 @@
   ``simd=avx2``, ...), switching the kernel module in-process and restoring the original level afterwards.
   The numeric modules opt in with ``pytestmark = pytest.mark.usefixtures("simd_level")``.
 * ``restore_thread_settings`` (autouse): every test leaves the process-wide thread settings as it found them.
+* ``threads_from_two_elements``: arrays of any size run on the threads a call asks for (the thread rule's
+  minimum size lowered), so that "at two threads" in a test of small arrays means two threads.
 """
 import os
 
@@ -44,3 +46,15 @@ def restore_thread_settings():
     saved_default = _threads._default
     yield
     _threads._set_default(saved_default)
+
+
+@pytest.fixture
+def threads_from_two_elements():
+    """Lower PARALLEL_MIN_ELEMENTS (arrays below it run on one thread) to 2 for one test, then restore it. The
+    kernels' own minimum for softmax_backward (24 576 elements, a compile-time constant) still applies."""
+    saved = _threads.PARALLEL_MIN_ELEMENTS
+    _threads.PARALLEL_MIN_ELEMENTS = 2
+    _threads.configure(_api._k)
+    yield
+    _threads.PARALLEL_MIN_ELEMENTS = saved
+    _threads.configure(_api._k)

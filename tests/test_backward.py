@@ -383,14 +383,16 @@ NARROW_BACKWARD += [pytest.param(log_softmax_backward, np.float64, n, id=f"log_s
                     for n in (1, 6, 7)]
 
 
+@pytest.mark.usefixtures("threads_from_two_elements")
 @pytest.mark.parametrize("fn, dtype, n", NARROW_BACKWARD)
-@pytest.mark.parametrize("n_rows", [15, 16, 1100])
+@pytest.mark.parametrize("n_rows", [15, 16, 1100, 25000])
 def test_narrow_backward_rows_match_single_rows(n_rows, fn, dtype, n):
     """Rows of up to 28 bytes (softmax_backward: 7 float32, 3 float64) or 48 bytes (log_softmax_backward: 12
     float32, 6 float64) go through staged blocks of rows, 16 or more at a time, or one by one with the same
     arithmetic (backward_narrow_rows in pyx/_kernels.pxi): every row must equal the row computed alone, at one
-    thread and two, with out=g, and from and into rows with a stride; and match the float64 formula. The
-    largest n of each kind is the first past its bound (the row kernels)."""
+    thread and two (the thread rule's minimum size lowered; softmax_backward's own minimum of 24 576 elements is
+    a constant of the kernels, hence 25 000 rows), with out=g, and from and into rows with a stride; and match
+    the float64 formula. The largest n of each kind is the first past its bound (the row kernels)."""
     g, y = inputs(fn, (n_rows, n), -1, dtype, seed=n)
     inplace = assert_rows_as_alone(fn, [g, y], sorted({0, 1, 14, n_rows // 2, n_rows - 1}))
     padded_g = np.zeros((n_rows, n + 3), dtype)

@@ -386,6 +386,7 @@ NARROW = ([pytest.param(np.float32, n, id=f"float32-{n}") for n in (1, 2, 3, 7, 
           + [pytest.param(np.float64, n, id=f"float64-{n}") for n in (1, 2, 5, 16, 20, 21)])
 
 
+@pytest.mark.usefixtures("threads_from_two_elements")
 @pytest.mark.parametrize("dtype, n", NARROW)
 @pytest.mark.parametrize("n_rows", [15, 16, 1100])
 @pytest.mark.parametrize("fn", [softmax, log_softmax])
@@ -393,10 +394,11 @@ def test_narrow_rows_match_single_rows(fn, n_rows, n, dtype):
     """Rows of up to 160 bytes (40 float32, 20 float64) go through blocks of rows staged as the columns of a
     tile (forward_narrow_rows in pyx/_kernels.pxi), 16 or more rows at a time, or one by one with the same
     arithmetic (narrow_row): each row must come out bitwise as the same row computed alone, whatever its
-    neighbours in the block (wide rows, which take the exact path, beside narrow ones; NaN, -inf and
-    all-(-inf) rows), across blocks and a partial last block (1100 rows), at one thread and two, in place, and
-    from and into rows with a stride; and within the float64 reference's bound. 41 and 21 are the first row
-    lengths past the bound, which take the row kernels."""
+    neighbours in the block (float32 wide rows, which take the exact path, beside narrow ones; NaN, -inf and
+    all-(-inf) rows), across blocks and a partial last block (1100 rows), at one thread and two (small arrays
+    too: the thread rule's minimum size is lowered), in place, and from and into rows with a stride; and within
+    the float64 reference's bound. 41 and 21 are the first row lengths past the bound, which take the row
+    kernels."""
     x = (np.random.default_rng(n * 1000 + n_rows).standard_normal((n_rows, n)) * 4).astype(dtype)
     x[::3, 0] = -100.0
     x[4, -1] = np.nan
@@ -407,7 +409,7 @@ def test_narrow_rows_match_single_rows(fn, n_rows, n, dtype):
     padded = np.full((n_rows, n + 3), 7.0, dtype)
     padded[:, :n] = x
     out = np.full((n_rows, n + 5), 9.0, dtype)
-    assert fn(padded[:, :n], out=out[:, :n], num_threads=2) is not None
+    fn(padded[:, :n], out=out[:, :n], num_threads=2)
     assert_array_equal(out[:, :n], inplace)
     assert (out[:, n:] == 9.0).all()
     finite = np.isfinite(x).all(axis=1)
@@ -426,9 +428,10 @@ def test_narrow_rows_match_single_rows(fn, n_rows, n, dtype):
 @pytest.mark.parametrize("fn", [softmax, log_softmax])
 @pytest.mark.parametrize("shape", [(2, 21, 64), (5, 37, 40)], ids=["2x21x64", "5x37x40"])
 def test_column_bits_do_not_depend_on_neighbouring_columns(shape, fn):
-    """Over a non-last axis (and for narrow rows, staged as columns) the exact path (max - min >= 64: the
-    rounding error of x - max carried into exp) is chosen per column, as the row kernels choose it per row: a
-    column's result must not change, bit for bit, when its neighbours turn wide, or become copies of it."""
+    """In the strided tiles of a non-last axis the exact path (max - min >= 64: the rounding error of x - max
+    carried into exp) is chosen per column, as the row kernels choose it per row: a column's result must not
+    change, bit for bit, when its neighbours turn wide, or become copies of it. (Staged narrow rows run the same
+    tile code; their own test is test_narrow_rows_match_single_rows.)"""
     x = (np.random.default_rng(5).standard_normal(shape) * 4).astype(np.float32)
     base = fn(x, axis=1)
     wide = x.copy()
