@@ -17,7 +17,7 @@ from _openmp_helpers cimport FSM_OPENMP_VERSION, omp_get_max_threads
 from _row_ops cimport (SHORT_ROW_F32, SHORT_SUM_F32, chunk_exp_sum, chunks_combine, exp_shifted_sum,
                        exp_shifted_sum_fetching, exp_sum_short_lanes, log_shift_row, log_softmax_grad_row,
                        log_softmax_grad_row_fetching, row_dot, row_dot_short, row_max, scale_row, scale_row_fetching,
-                       softmax_backward_short, softmax_grad_row, STEP_LINES)
+                       softmax_backward_short, softmax_grad_row, STEP_LINES, row_max_pair)
 from _simd_math cimport exp_shifted_
 from _memory cimport (FETCH_AHEAD_BYTES, FETCH_DEEP_BYTES, FETCH_EXP, FETCH_MAX, FETCH_MIN_BYTES, FETCH_NONE,
                       LARGE_BYTES, STREAM_MIN_THREADS, STREAM_ROW_BYTES, stream_fence, stream_row)
@@ -215,7 +215,7 @@ cdef void three_pass_row_pairs(const float* x, float* out, Py_ssize_t first, Py_
     200 8-16%, and written inside three_pass_rows arrays of 2-8 rows lost 4-7% (gcc compiled the shared passes
     differently); hence a function of its own, calling exp_sum_short_lanes directly. Rows of 1000 and float64
     rows lost 2-16% in pairs (they have enough independent work within a row); the AVX2 build's short rows
-    (exp_sum_short) gained nothing measurable."""
+    (exp_sum_short) gained nothing measurable. Each pair's two max passes are one loop (row_max_pair)."""
     cdef bint wide, next_wide, wide1, next_wide1
     cdef float top, next_top, top1, next_top1
     cdef double total, total1
@@ -224,8 +224,7 @@ cdef void three_pass_row_pairs(const float* x, float* out, Py_ssize_t first, Py_
     cdef bint in_exp = fetch == FETCH_EXP
     r = first
     if r + 1 < stop:
-        next_top = row_max(x + r * x_rs, n, &next_wide, True, in_max)
-        next_top1 = row_max(x + (r + 1) * x_rs, n, &next_wide1, True, in_max)
+        row_max_pair(x + r * x_rs, x + (r + 1) * x_rs, n, &next_top, &next_top1, &next_wide, &next_wide1, in_max)
     while r + 1 < stop:
         top = next_top
         wide = next_wide
@@ -235,8 +234,8 @@ cdef void three_pass_row_pairs(const float* x, float* out, Py_ssize_t first, Py_
         total1 = exp_sum_short_lanes(x + (r + 1) * x_rs, out + (r + 1) * o_rs, n, top1, not log_softmax, wide1,
                                      in_exp)
         if r + 3 < stop:
-            next_top = row_max(x + (r + 2) * x_rs, n, &next_wide, True, in_max)
-            next_top1 = row_max(x + (r + 3) * x_rs, n, &next_wide1, True, in_max)
+            row_max_pair(x + (r + 2) * x_rs, x + (r + 3) * x_rs, n, &next_top, &next_top1, &next_wide, &next_wide1,
+                         in_max)
         finish_pass(x + r * x_rs, out + r * o_rs, n, log_softmax, top, total)
         finish_pass(x + (r + 1) * x_rs, out + (r + 1) * o_rs, n, log_softmax, top1, total1)
         r += 2
