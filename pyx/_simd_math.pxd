@@ -155,7 +155,7 @@ cdef inline floating exp_(floating x) noexcept nogil:
 # 2**n comes from one shift, and the result is s + s*q with one fused rounding (q = expm1(r) from the polynomial).
 # Below the range, a select gives exactly 0, which also covers -inf; NaN fails the comparison and propagates.
 # neg_err is 0 for a plain exp (gcc folds r - 0.0 away: x - (+0) == x in IEEE arithmetic) and the negated rounding
-# error of d = x - shift for the exact variant (TwoSum, in exp_shifted_f32 / exp_shifted_f64).
+# error of d = x - shift for the exact variant (TwoSum, in exp_shifted_sel_).
 #
 # float32 results smaller than the smallest normal (1.18e-38) are flushed to 0: that keeps 2**n a single
 # normal power of two and costs ~15 vector operations per 8 elements (ONNX Runtime and XNNPACK flush the
@@ -190,39 +190,29 @@ cdef inline double exp_reduced_f64(double d, double neg_err) noexcept nogil:
 # relative in float32 when d is near -80 (most of the 4e-6 budget for outputs above 1e-37) and 5.7e-14 in float64
 # (chunked rows would round twice: x - m_c, then m_c - M). TwoSum gives the exact rounding error of the
 # subtraction with 6 IEEE additions, which the build keeps unreassociated; its negation goes to exp_reduced.
-cdef inline float exp_shifted_f32(float x, float shift) noexcept nogil:
-    cdef float d = x - shift
-    cdef float bv = d - x
-    return exp_reduced_f32(d, ((d - bv) - x) + (bv + shift))   # NaN for infinite inputs: selected away or NaN
-
-
-cdef inline double exp_shifted_f64(double x, double shift) noexcept nogil:
-    cdef double d = x - shift
-    cdef double bv = d - x
-    return exp_reduced_f64(d, ((d - bv) - x) + (bv + shift))
+cdef inline floating exp_shifted_sel_(floating x, floating shift, bint exact) noexcept nogil:
+    """exp(x - shift), with exact the TwoSum error of x - shift carried into exp_reduced, else 0 there (the
+    plain exp of the rounded difference). A select, not a branch: called with exact varying per element (a
+    tile's columns, narrow_row), gcc vectorizes it with the error computed always and kept where exact; with a
+    literal flag (exp_shifted_) the other half folds away."""
+    cdef floating d = x - shift
+    cdef floating bv = d - x
+    cdef floating err = ((d - bv) - x) + (bv + shift)   # NaN for infinite inputs: selected away or NaN
+    if floating is float:
+        return exp_reduced_f32(d, err if exact else <float>0.0)
+    else:
+        return exp_reduced_f64(d, err if exact else 0.0)
 
 
 cdef inline floating exp_shifted_(floating x, floating shift, bint exact) noexcept nogil:
     """exp(x - shift) for shift >= x (a slice or chunk max; x - shift <= 0 or NaN). With exact, the rounding
     error of x - shift is carried into the argument: element loops ask for it for slices whose range is
-    EXACT_RANGE or more; the chunked rows' per-chunk factors always do."""
+    EXACT_RANGE or more; the chunked rows' per-chunk factors always do. exp_shifted_sel_ with the flag as a
+    branch: loops choose their variant once, outside."""
     if floating is float:
-        return exp_shifted_f32(x, shift) if exact else exp_reduced_f32(x - shift, 0.0)
+        return exp_shifted_sel_(x, shift, True) if exact else exp_reduced_f32(x - shift, 0.0)
     else:
-        return exp_shifted_f64(x, shift) if exact else exp_reduced_f64(x - shift, 0.0)
-
-
-cdef inline floating exp_shifted_sel_(floating x, floating shift, bint exact) noexcept nogil:
-    """exp_shifted_(x, shift, exact) with exact chosen per element, as a select the compiler vectorizes: the
-    rounding error of x - shift is computed always and kept only where exact. Bitwise the same results: without
-    it, exp_reduced gets 0 for the error, as exp_shifted_'s plain variant passes."""
-    cdef floating d = x - shift
-    cdef floating bv = d - x
-    cdef floating err = ((d - bv) - x) + (bv + shift)
-    if floating is float:
-        return exp_reduced_f32(d, err if exact else <float>0.0)
-    else:
-        return exp_reduced_f64(d, err if exact else 0.0)
+        return exp_shifted_sel_(x, shift, True) if exact else exp_reduced_f64(x - shift, 0.0)
 
 
 # log(t) of a softmax sum t (a sum of exp(x - max) terms, so 1 <= t <= the slice length, or NaN) for
