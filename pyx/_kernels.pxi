@@ -15,9 +15,10 @@ from cpython.pyport cimport PY_SSIZE_T_MAX
 
 from _openmp_helpers cimport FSM_OPENMP_VERSION, omp_get_max_threads
 from _row_ops cimport (SHORT_ROW_F32, SHORT_SUM_F32, chunk_exp_sum, chunks_combine, exp_shifted_sum,
-                       exp_shifted_sum_fetching, exp_sum_short_lanes, log_shift_row, log_softmax_grad_row,
-                       log_softmax_grad_row_fetching, row_dot, row_dot_short, row_max, scale_row, scale_row_fetching,
-                       softmax_backward_short, softmax_grad_row, STEP_LINES, row_max_pair)
+                       exp_shifted_sum_fetching, exp_sum_short_lanes, exp_sum_short_tailed, log_shift_row,
+                       log_softmax_grad_row, log_softmax_grad_row_fetching, row_dot, row_dot_short, row_max, scale_row,
+                       scale_row_fetching, short_steps_length, softmax_backward_short, softmax_grad_row, STEP_LINES,
+                       row_max_pair)
 from _simd_math cimport exp_shifted_
 from _memory cimport (FETCH_AHEAD_BYTES, FETCH_DEEP_BYTES, FETCH_EXP, FETCH_MAX, FETCH_MIN_BYTES, FETCH_NONE,
                       LARGE_BYTES, STREAM_MIN_THREADS, STREAM_ROW_BYTES, stream_fence, stream_row)
@@ -165,6 +166,20 @@ cdef inline void forward_row_chunked(const floating* x, floating* out, Py_ssize_
         chunk_finish(x + start, out + start, min(length, n - start), tops[c], row_top, row_sum, log_softmax)
 
 
+cdef inline double exp_sum_short_row(const float* x, float* dst, Py_ssize_t n, float row_top, bint store,
+                                     bint exact, bint fetch) noexcept nogil:
+    """exp_sum_pass for a float32 row of n <= SHORT_SUM_F32 in the AVX-512 build: exp_sum_short_lanes, or
+    exp_sum_short_tailed where the row's part step is one more vector (the row pairs choose alike, so that a
+    row's bits do not depend on its batch)."""
+    if short_steps_length(n) < n:
+        if fetch:
+            return exp_sum_short_tailed(x, dst, n, row_top, store, exact, True)
+        return exp_sum_short_tailed(x, dst, n, row_top, store, exact, False)
+    if fetch:
+        return exp_sum_short_lanes(x, dst, n, row_top, store, exact, True)
+    return exp_sum_short_lanes(x, dst, n, row_top, store, exact, False)
+
+
 cdef inline double exp_sum_pass(const floating* x, floating* dst, Py_ssize_t n, bint log_softmax, floating row_top,
                                 bint wide, bint fetch) noexcept nogil:
     """The second pass of a row: sum(exp(x - row_top)), the terms stored to dst for softmax; with fetch,
@@ -172,9 +187,7 @@ cdef inline double exp_sum_pass(const floating* x, floating* dst, Py_ssize_t n, 
     if floating is float:
         # The test on the constant first: builds with exp_sum_short compile this function as before.
         if SHORT_ROW_F32 == 0 and n <= SHORT_SUM_F32:
-            if fetch:
-                return exp_sum_short_lanes(x, dst, n, row_top, not log_softmax, wide, True)
-            return exp_sum_short_lanes(x, dst, n, row_top, not log_softmax, wide, False)
+            return exp_sum_short_row(x, dst, n, row_top, not log_softmax, wide, fetch)
     if fetch:
         return exp_shifted_sum_fetching(x, dst, n, row_top, not log_softmax, wide)
     if log_softmax:
@@ -213,7 +226,7 @@ cdef void three_pass_row_pairs(const float* x, float* out, Py_ssize_t first, Py_
     (T=2 1.03-1.08x, with out= 1.10x), 256x197 and 256x200 1.04-1.08x, 16x128 1.05x; log_softmax 1.06-1.21x.
     How it is written is measured too: calling exp_sum_pass (as three_pass_rows does) it cost rows of 197 and
     200 8-16%, and written inside three_pass_rows arrays of 2-8 rows lost 4-7% (gcc compiled the shared passes
-    differently); hence a function of its own, calling exp_sum_short_lanes directly. Rows of 1000 and float64
+    differently); hence a function of its own, calling exp_sum_short_lanes (or _tailed) directly. Rows of 1000 and float64
     rows lost 2-16% in pairs (they have enough independent work within a row); the AVX2 build's short rows
     (exp_sum_short) gained nothing measurable. Each pair's two max passes are one loop (row_max_pair)."""
     cdef bint wide, next_wide, wide1, next_wide1
@@ -222,6 +235,7 @@ cdef void three_pass_row_pairs(const float* x, float* out, Py_ssize_t first, Py_
     cdef Py_ssize_t r
     cdef bint in_max = fetch == FETCH_MAX
     cdef bint in_exp = fetch == FETCH_EXP
+    cdef bint tailed = short_steps_length(n) < n
     r = first
     if r + 1 < stop:
         row_max_pair(x + r * x_rs, x + (r + 1) * x_rs, n, &next_top, &next_top1, &next_wide, &next_wide1, in_max)
@@ -230,9 +244,14 @@ cdef void three_pass_row_pairs(const float* x, float* out, Py_ssize_t first, Py_
         wide = next_wide
         top1 = next_top1
         wide1 = next_wide1
-        total = exp_sum_short_lanes(x + r * x_rs, out + r * o_rs, n, top, not log_softmax, wide, in_exp)
-        total1 = exp_sum_short_lanes(x + (r + 1) * x_rs, out + (r + 1) * o_rs, n, top1, not log_softmax, wide1,
-                                     in_exp)
+        if tailed:
+            total = exp_sum_short_tailed(x + r * x_rs, out + r * o_rs, n, top, not log_softmax, wide, in_exp)
+            total1 = exp_sum_short_tailed(x + (r + 1) * x_rs, out + (r + 1) * o_rs, n, top1, not log_softmax,
+                                          wide1, in_exp)
+        else:
+            total = exp_sum_short_lanes(x + r * x_rs, out + r * o_rs, n, top, not log_softmax, wide, in_exp)
+            total1 = exp_sum_short_lanes(x + (r + 1) * x_rs, out + (r + 1) * o_rs, n, top1, not log_softmax,
+                                         wide1, in_exp)
         if r + 3 < stop:
             row_max_pair(x + (r + 2) * x_rs, x + (r + 3) * x_rs, n, &next_top, &next_top1, &next_wide, &next_wide1,
                          in_max)

@@ -142,6 +142,14 @@ cdef inline floating extrema_result(const floating* x, Py_ssize_t n_main, Py_ssi
     return best
 
 
+# A max pass's tail of at least EXTREMA_TAIL_MIN elements is one more step over the last EXTREMA_LANES elements
+# (the elements before it seen twice), shorter tails go element by element. Measured (Zen 5, T=1, float32, A/B
+# against element by element, with the row pairs): rows of 63 and 57 (31 and 25 left over) 1.22-1.23x faster, 48
+# (16) 1.13x, 127 (31) 1.09x, 108-111 (12-15) 1.01-1.03x, 104 (8) 0.99x, 97-100 (1-4) 0.94-0.96x.
+cdef enum:
+    EXTREMA_TAIL_MIN = 8
+
+
 cdef inline floating row_max(const floating* x, Py_ssize_t n, bint* wide, bint want_range, bint fetch) noexcept nogil:
     """Largest element of x[:n]; -inf for n == 0. NaN elements are skipped here: they reach the result through
     exp(NaN - max) = NaN in the sum, which makes the whole slice NaN as scipy and torch do.
@@ -162,6 +170,11 @@ cdef inline floating row_max(const floating* x, Py_ssize_t n, bint* wide, bint w
         lane_extrema(x, n_main // lanes, acc, low, want_range, True)
     else:
         lane_extrema(x, n_main // lanes, acc, low, want_range, False)
+    if n - n_main >= EXTREMA_TAIL_MIN and n >= lanes:
+        # The tail as one more step over the last EXTREMA_LANES elements: a max and a min do not mind seeing
+        # an element twice.
+        lane_extrema(x + n - lanes, 1, acc, low, want_range, False)
+        n_main = n
     return extrema_result(x, n_main, n, acc, low, n <= SHORT_SUM_F32, want_range, wide)
 
 
@@ -205,6 +218,9 @@ cdef inline void row_max_pair(const float* x0, const float* x1, Py_ssize_t n, fl
         lane_extrema_pair(x0, x1, n_main // lanes, acc0, low0, acc1, low1, True)
     else:
         lane_extrema_pair(x0, x1, n_main // lanes, acc0, low0, acc1, low1, False)
+    if n - n_main >= EXTREMA_TAIL_MIN and n >= lanes:
+        lane_extrema_pair(x0 + n - lanes, x1 + n - lanes, 1, acc0, low0, acc1, low1, False)   # as row_max
+        n_main = n
     top0[0] = extrema_result(x0, n_main, n, acc0, low0, True, True, wide0)
     top1[0] = extrema_result(x1, n_main, n, acc1, low1, True, True, wide1)
 
@@ -400,11 +416,12 @@ cdef inline double fold_sum_short(const float* acc) noexcept nogil:
     return <double>t[0] + <double>t[1]
 
 
-cdef inline double lane_sum_short(const float* v, Py_ssize_t n) noexcept nogil:
+cdef inline double lane_sum_short(const float* v, Py_ssize_t n, const float* tail) noexcept nogil:
     """sum(v[:n]) for n <= SHORT_SUM_F32 in SHORT_SUM_LANES lanes, the lanes folded by halves into fresh arrays
     (the form gcc vectorizes). lane_sum's loop with other lanes and another fold, kept apart on purpose: chosen
     inside lane_sum, the branch made exp_shifted_sum too large for gcc to inline into the chunked kernel
-    (32x128256 0.86x)."""
+    (32x128256 0.86x). tail, where not NULL: the lanes of a part step computed as one more vector (see
+    exp_sum_short_tailed), added lane by lane before the fold; v[:n] then holds the whole steps only."""
     cdef float acc[SHORT_SUM_LANES]
     cdef double total
     cdef Py_ssize_t i, j, k, n_main = n - n % SHORT_SUM_LANES
@@ -414,10 +431,49 @@ cdef inline double lane_sum_short(const float* v, Py_ssize_t n) noexcept nogil:
         i = k * SHORT_SUM_LANES
         for j in range(SHORT_SUM_LANES):
             acc[j] += v[i + j]
+    if tail != NULL:
+        for j in range(min(<Py_ssize_t>SHORT_SUM_LANES, n)):
+            acc[j] += tail[j]
+        return fold_sum_short(acc)
     total = fold_sum_short(acc)
     for i in range(n_main, n):
         total += v[i]
     return total
+
+
+# A short row's last part step (exp_sum_short_lanes) of at least TAIL_VECTOR_MIN elements is computed as one more
+# vector over the row's last SHORT_SUM_LANES elements; shorter part steps keep gcc's element-wise epilogue.
+# Measured (Zen 5, T=1, against the epilogue): rows of 111, 127 and 63 (15 left over) 1.15-1.48x faster, 108-110
+# and 60 (12-14) 1.09-1.14x, 107 (11) 1.05x, 105-106 and 121 (9-10) 0.96-1.01x, 97-104 (1-8) 0.82-0.93x: the
+# vector costs about as much whatever its fill, the epilogue by element.
+cdef enum:
+    TAIL_VECTOR_MIN = 12
+
+
+cdef inline Py_ssize_t short_steps_length(Py_ssize_t n) noexcept nogil:
+    """How many of a short row's n elements go through the exp loop, the rest (n - this) through the tail
+    vector (exp_tail_vector): the whole SHORT_SUM_LANES steps where the part step takes the vector
+    (TAIL_VECTOR_MIN), else all n."""
+    cdef Py_ssize_t n_main = n - n % SHORT_SUM_LANES
+    return n_main if n - n_main >= TAIL_VECTOR_MIN else n
+
+
+cdef inline void exp_tail_vector(const float* x, float* tail, Py_ssize_t n, Py_ssize_t n_dst,
+                                 float shift) noexcept nogil:
+    """The part step of a short row as one more vector: tail[:t] = exp(x[n - t:n] - shift), t =
+    min(SHORT_SUM_LANES, n), the lanes that repeat elements before n_dst set to SUM_START (they add nothing to
+    the sum). Always the exact exp (see row_max), so that one copy of the loop serves every row: with a copy
+    per exp variant gcc stopped inlining exp_shifted_sum_fetching into the chunked kernel. A buffer of its own:
+    written as a last vector of the row overlapping its previous one, the loads of the sum stalled on the
+    overlapping stores (rows of 100 and 113 0.7x). The loop runs to t, not to the constant SHORT_SUM_LANES: gcc
+    unrolled that completely and left it scalar."""
+    cdef Py_ssize_t t = min(<Py_ssize_t>SHORT_SUM_LANES, n)
+    cdef Py_ssize_t base = n - t
+    cdef Py_ssize_t j
+    cdef float e
+    for j in range(t):
+        e = exp_shifted_(x[base + j], shift, True)
+        tail[j] = e if base + j >= n_dst else SUM_START
 
 
 cdef inline double exp_sum_short_lanes(const float* x, float* out, Py_ssize_t n, float shift, bint store,
@@ -434,10 +490,39 @@ cdef inline double exp_sum_short_lanes(const float* x, float* out, Py_ssize_t n,
         exp_shifted_block_fetching(x, dst, n, shift, exact, out)
     else:
         exp_shifted_block(x, dst, n, shift, exact)
-    total = lane_sum_short(dst, n)
+    total = lane_sum_short(dst, n, NULL)
     if store and not direct:
         for i in range(n):
             out[i] = buf[i]
+    return total
+
+
+cdef inline double exp_sum_short_tailed(const float* x, float* out, Py_ssize_t n, float shift, bint store,
+                                       bint exact, bint fetch) noexcept nogil:
+    """exp_sum_short_lanes for the rows whose part step is computed as one more vector (short_steps_length(n)
+    < n, exp_tail_vector): its terms are stored to the row after the sum. A function of its own: as a branch
+    of exp_sum_short_lanes it made the other rows 1-9% slower (rows of 64, 96, 128; gcc spilled more around
+    their loops)."""
+    cdef float buf[SHORT_SUM_F32]
+    cdef float tail[SHORT_SUM_LANES]
+    cdef bint direct = store and <const float*>out != x
+    cdef float* dst = out if direct else buf
+    cdef Py_ssize_t n_dst = short_steps_length(n)
+    cdef Py_ssize_t base = n - min(<Py_ssize_t>SHORT_SUM_LANES, n)
+    cdef double total
+    cdef Py_ssize_t i
+    exp_tail_vector(x, tail, n, n_dst, shift)
+    if fetch:
+        exp_shifted_block_fetching(x, dst, n_dst, shift, exact, out)
+    else:
+        exp_shifted_block(x, dst, n_dst, shift, exact)
+    total = lane_sum_short(dst, n_dst, tail)
+    if store:
+        for i in range(n_dst, n):
+            dst[i] = tail[i - base]
+        if not direct:
+            for i in range(n):
+                out[i] = buf[i]
     return total
 
 
@@ -651,7 +736,7 @@ cdef inline double row_dot_short(const float* a, const float* b, Py_ssize_t n, b
     cdef double total
     cdef Py_ssize_t i, j, k, n_main = n - n % SHORT_SUM_LANES
     if b == NULL:
-        return lane_sum_short(a, n)
+        return lane_sum_short(a, n, NULL)
     for j in range(SHORT_SUM_LANES):
         acc[j] = SUM_START
     for k in range(n_main // SHORT_SUM_LANES):

@@ -329,6 +329,7 @@ def test_equal_logits_give_one_over_n():
     pytest.param((3600, 601), 8_000_000, id="8MB-exp-pass"),
     pytest.param((6000, 128), 2 * 1024 * 1024, id="3MB-short-rows"),
     pytest.param((16500, 128), 8_000_000, id="8MB-short-rows"),
+    pytest.param((16000, 127), 8_000_000, id="8MB-short-rows-tail"),
 ])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("fn", [softmax, log_softmax])
@@ -345,13 +346,15 @@ def test_arrays_that_prefetch_match_single_rows(dtype, fn, shape, min_bytes):
     assert_rows_as_alone(fn, [x], [0, 1, shape[0] // 2, shape[0] - 2, shape[0] - 1])
 
 
-@pytest.mark.parametrize("n", [1, 15, 16, 17, 128, 197, 256])
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 44, 63, 100, 111, 127, 128, 197, 256])
 @pytest.mark.parametrize("n_rows", [16, 17, 34])
 @pytest.mark.parametrize("fn", [softmax, log_softmax])
 def test_short_float32_rows_in_pairs_match_single_rows(fn, n_rows, n):
     """Batches of 16 or more float32 rows of up to 256 go two rows at a time (three_pass_row_pairs in
     pyx/_kernels.pxi, the AVX-512 build): each row must come out bitwise as the same row computed alone (one row
-    goes one at a time), an odd last row included, with wide rows (the exact path) next to narrow ones, NaN,
+    goes one at a time), an odd last row included, rows whose tails go element by element (100, 197) or as one
+    more vector (44, 63, 111, 127: row_max's step over the last 32 elements, exp_tail_vector in
+    pyx/_row_ops.pxd), with wide rows (the exact path) next to narrow ones, NaN,
     -inf and all-(-inf) rows, at one thread and two (34 rows and more: smaller arrays run on one thread), and in
     place; and within the float64 reference's bound. Arrays large enough to prefetch are in
     test_arrays_that_prefetch_match_single_rows."""
@@ -372,6 +375,23 @@ def test_short_float32_rows_in_pairs_match_single_rows(fn, n_rows, n):
         assert_f32_softmax_accurate(expected[~nan_rows], x[~nan_rows], -1)
     else:
         assert_log_softmax_accurate(expected[~nan_rows], ref_log_softmax(x[~nan_rows]), F32_RTOL)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("n", [44, 48, 57, 63, 100, 111, 127, 197, 1001])
+def test_a_dominant_logit_anywhere_near_the_end_wins(n, dtype):
+    """The max pass finishes a row's tail as one more step over its last 32 elements or element by element
+    (row_max in pyx/_row_ops.pxd): a max it missed would leave exp(x - max) to overflow. Each row has one logit
+    150 above the rest in one of its last 40 positions (or anywhere, in a row of 44): softmax must be exactly
+    one-hot there (exp(-150) underflows in float32, and is below float64's rounding of 1), log_softmax 0 there."""
+    rows = min(n, 40)
+    x = (np.random.default_rng(n).standard_normal((rows, n)) * 4).astype(dtype)
+    where = np.arange(n - rows, n)
+    x[np.arange(rows), where] = 150.0
+    y = softmax(x)
+    assert_array_equal(y[np.arange(rows), where], 1.0)
+    assert (y.sum(axis=1) == 1.0).all()
+    assert_array_equal(log_softmax(x)[np.arange(rows), where], 0.0)
 
 
 def test_fast_path_and_general_path_agree_bitwise():
