@@ -378,7 +378,7 @@ NARROW_BACKWARD = [pytest.param(softmax_backward, np.float32, n, id=f"softmax_ba
 NARROW_BACKWARD += [pytest.param(softmax_backward, np.float64, n, id=f"softmax_backward-float64-{n}")
                     for n in (1, 3, 4)]
 NARROW_BACKWARD += [pytest.param(log_softmax_backward, np.float32, n, id=f"log_softmax_backward-float32-{n}")
-                    for n in (1, 2, 5, 12, 13)]
+                    for n in (1, 2, 5, 12, 13, 31, 63, 64)]
 NARROW_BACKWARD += [pytest.param(log_softmax_backward, np.float64, n, id=f"log_softmax_backward-float64-{n}")
                     for n in (1, 6, 7)]
 
@@ -392,7 +392,9 @@ def test_narrow_backward_rows_match_single_rows(n_rows, fn, dtype, n):
     arithmetic (backward_narrow_rows in pyx/_kernels.pxi): every row must equal the row computed alone, at one
     thread and two (the thread rule's minimum size lowered; softmax_backward's own minimum of 24 576 elements is
     a constant of the kernels, hence 25 000 rows), with out=g, and from and into rows with a stride; and match
-    the float64 formula. The largest n of each kind is the first past its bound (the row kernels)."""
+    the float64 formula. The largest n of each kind is the first past its bound (the row kernels); float32
+    log_softmax_backward rows of 13-63 go through blocks of rows of the AVX-512 build (log_backward_rows_blocked,
+    whose blocks hold 2048 // n rows: 1100 rows make several, and 25 000 rows prefetch), 64 is past them."""
     g, y = inputs(fn, (n_rows, n), -1, dtype, seed=n)
     inplace = assert_rows_as_alone(fn, [g, y], sorted({0, 1, 14, n_rows // 2, n_rows - 1}))
     padded_g = np.zeros((n_rows, n + 3), dtype)
