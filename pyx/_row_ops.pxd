@@ -423,7 +423,7 @@ cdef inline double lane_sum_short(const float* v, Py_ssize_t n, const float* tai
     (32x128256 0.86x). tail, where not NULL: the lanes of a part step computed as one more vector (see
     exp_sum_short_tailed), added lane by lane before the fold; v[:n] then holds the whole steps only."""
     cdef float acc[SHORT_SUM_LANES]
-    cdef double total
+    cdef double rest = 0.0
     cdef Py_ssize_t i, j, k, n_main = n - n % SHORT_SUM_LANES
     for j in range(SHORT_SUM_LANES):
         acc[j] = SUM_START
@@ -435,10 +435,11 @@ cdef inline double lane_sum_short(const float* v, Py_ssize_t n, const float* tai
         for j in range(min(<Py_ssize_t>SHORT_SUM_LANES, n)):
             acc[j] += tail[j]
         return fold_sum_short(acc)
-    total = fold_sum_short(acc)
+    # The part step in a sum of its own, added to the folded lanes last: a chain of dependent adds that runs
+    # beside the lanes' adds and fold instead of after them.
     for i in range(n_main, n):
-        total += v[i]
-    return total
+        rest += v[i]
+    return fold_sum_short(acc) + rest
 
 
 # A short row's last part step (exp_sum_short_lanes) of at least TAIL_VECTOR_MIN elements is computed as one more
@@ -733,7 +734,7 @@ cdef inline double row_dot_short(const float* a, const float* b, Py_ssize_t n, b
     1024x128, 8192x128, 256x197 1.08-1.14x at T=1, 1.10-1.21x at T=2, 24576x128 (12 MB) 1.02-1.07x;
     log_softmax_backward 1.13-1.22x; prefetching every step was 1-3% slower than every other."""
     cdef float acc[SHORT_SUM_LANES]
-    cdef double total
+    cdef double rest = 0.0
     cdef Py_ssize_t i, j, k, n_main = n - n % SHORT_SUM_LANES
     if b == NULL:
         return lane_sum_short(a, n, NULL)
@@ -746,10 +747,9 @@ cdef inline double row_dot_short(const float* a, const float* b, Py_ssize_t n, b
             fetch_ahead(b + i)
         for j in range(SHORT_SUM_LANES):
             acc[j] += a[i + j] * b[i + j]
-    total = fold_sum_short(acc)
-    for i in range(n_main, n):
-        total += a[i] * b[i]
-    return total
+    for i in range(n_main, n):   # beside the lanes, as lane_sum_short's part step
+        rest += a[i] * b[i]
+    return fold_sum_short(acc) + rest
 
 
 cdef inline void softmax_backward_short(const float* g, const float* y, float* out, Py_ssize_t n,
