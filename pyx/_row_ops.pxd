@@ -734,7 +734,7 @@ cdef inline double row_dot_short(const float* a, const float* b, Py_ssize_t n, b
     1024x128, 8192x128, 256x197 1.08-1.14x at T=1, 1.10-1.21x at T=2, 24576x128 (12 MB) 1.02-1.07x;
     log_softmax_backward 1.13-1.22x; prefetching every step was 1-3% slower than every other."""
     cdef float acc[SHORT_SUM_LANES]
-    cdef double rest = 0.0
+    cdef double total
     cdef Py_ssize_t i, j, k, n_main = n - n % SHORT_SUM_LANES
     if b == NULL:
         return lane_sum_short(a, n, NULL)
@@ -747,9 +747,10 @@ cdef inline double row_dot_short(const float* a, const float* b, Py_ssize_t n, b
             fetch_ahead(b + i)
         for j in range(SHORT_SUM_LANES):
             acc[j] += a[i + j] * b[i + j]
-    for i in range(n_main, n):   # beside the lanes, as lane_sum_short's part step
-        rest += a[i] * b[i]
-    return fold_sum_short(acc) + rest
+    total = fold_sum_short(acc)
+    for i in range(n_main, n):
+        total += a[i] * b[i]
+    return total
 
 
 cdef inline void softmax_backward_short(const float* g, const float* y, float* out, Py_ssize_t n,
