@@ -192,7 +192,25 @@ cdef inline void strided_backward_tile(const floating* g, const floating* y, flo
         k1 = min(k0 + K_BLOCK, K)
         for j in range(w):
             part[j] = 0
-        for k in range(k0, k1):
+        k = k0
+        if tile_fetch is no_fetch:
+            # Four rows per pass over part[] (a quarter of its loads and stores), each column's terms still
+            # added in row order: the same bits as one row at a time. Measured (Zen 5, T=1, A/B, against one
+            # row): softmax_backward over axis 1 4x150x4096 1.19x, 16x64x4096 1.18x, 4x19x32768 1.16x,
+            # 16x19x1025 1.09x (two rows: 1.05-1.15x); log_softmax_backward 1.02-1.04x.
+            while k + 3 < k1:
+                gr = g + k * gs
+                if log_softmax:
+                    for j in range(w):
+                        part[j] = (((part[j] + gr[j]) + gr[gs + j]) + gr[2 * gs + j]) + gr[3 * gs + j]
+                else:
+                    yr = y + k * ys
+                    for j in range(w):
+                        part[j] = madd_(gr[3 * gs + j], yr[3 * ys + j],
+                                        madd_(gr[2 * gs + j], yr[2 * ys + j],
+                                              madd_(gr[gs + j], yr[ys + j], madd_(gr[j], yr[j], part[j]))))
+                k += 4
+        while k < k1:
             gr = g + k * gs
             if tile_fetch is next_tile:   # the next tile's part of this row of g and y
                 fetch_tile_row(gr + w, y + k * ys + w, (w * <Py_ssize_t>sizeof(floating) + 63) // 64)
@@ -203,6 +221,7 @@ cdef inline void strided_backward_tile(const floating* g, const floating* y, flo
                 yr = y + k * ys
                 for j in range(w):
                     part[j] = madd_(gr[j], yr[j], part[j])
+            k += 1
         for j in range(w):
             col_sum[j] += part[j]
     for j in range(w):
