@@ -603,10 +603,11 @@ cdef enum:
 
 cdef inline void log_backward_block(const float* g, const float* y, float* out, Py_ssize_t rows, Py_ssize_t n,
                                     Py_ssize_t g_rs, Py_ssize_t y_rs, Py_ssize_t o_rs, bint fetch) noexcept nogil:
-    """log_softmax_backward of `rows` rows of n (rows * n <= LOG_BACKWARD_BLOCK): exp(y) of all of them first,
-    then row by row. out may be g or y (a row's g is read before its result is written; y is read first). With
-    fetch (rows back to back, from FETCH_MIN_BYTES), the exp loop prefetches g, y and (for writing) out
-    FETCH_AHEAD_BYTES ahead, the next block, as log_softmax_grad_row_fetching does for a row."""
+    """log_softmax_backward of `rows` rows of n (rows * n <= LOG_BACKWARD_BLOCK): exp(y) of all of them first
+    (one loop where the rows are back to back, else one per row), then row by row. out may be g or y (a row's g
+    is read before its result is written; y is read first). With fetch (rows back to back, from
+    FETCH_MIN_BYTES), the exp loop prefetches g, y and (for writing) out FETCH_AHEAD_BYTES ahead, about a
+    block's length (a block is at most 8 KiB of y), as log_softmax_grad_row_fetching does for a row."""
     cdef float e[LOG_BACKWARD_BLOCK]
     cdef float total
     cdef Py_ssize_t per = LINE_F32 * STEP_LINES

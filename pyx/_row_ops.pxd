@@ -142,8 +142,9 @@ cdef inline floating extrema_result(const floating* x, Py_ssize_t n_main, Py_ssi
     return best
 
 
-# A max pass's tail of at least EXTREMA_TAIL_MIN elements is one more step over the last EXTREMA_LANES elements
-# (the elements before it seen twice), shorter tails go element by element. Measured (Zen 5, T=1, float32, A/B
+# A max pass's tail of at least EXTREMA_TAIL_MIN elements, in a row of at least EXTREMA_LANES, is one more step
+# over the last EXTREMA_LANES elements (the elements before it seen twice); shorter tails, and rows shorter than
+# a step, go element by element. Measured (Zen 5, T=1, float32, A/B
 # against element by element, with the row pairs): rows of 63 and 57 (31 and 25 left over) 1.22-1.23x faster, 48
 # (16) 1.13x, 127 (31) 1.09x, 108-111 (12-15) 1.01-1.03x, 104 (8) 0.99x, 97-100 (1-4) 0.94-0.96x.
 cdef enum:
@@ -454,20 +455,22 @@ cdef enum:
 cdef inline Py_ssize_t short_steps_length(Py_ssize_t n) noexcept nogil:
     """How many of a short row's n elements go through the exp loop, the rest (n - this) through the tail
     vector (exp_tail_vector): the whole SHORT_SUM_LANES steps where the part step takes the vector
-    (TAIL_VECTOR_MIN), else all n."""
+    (TAIL_VECTOR_MIN, rows of SHORT_SUM_LANES or more), else all n."""
     cdef Py_ssize_t n_main = n - n % SHORT_SUM_LANES
+    if n < SHORT_SUM_LANES:   # no whole step for the tail vector to follow (rows this short are narrow rows)
+        return n
     return n_main if n - n_main >= TAIL_VECTOR_MIN else n
 
 
 cdef inline void exp_tail_vector(const float* x, float* tail, Py_ssize_t n, Py_ssize_t n_dst,
                                  float shift) noexcept nogil:
-    """The part step of a short row as one more vector: tail[:t] = exp(x[n - t:n] - shift), t =
-    min(SHORT_SUM_LANES, n), the lanes that repeat elements before n_dst set to SUM_START (they add nothing to
-    the sum). Always the exact exp (see row_max), so that one copy of the loop serves every row: with a copy
+    """The part step of a short row of n >= SHORT_SUM_LANES (see short_steps_length) as one more vector:
+    tail[:t] = exp(x[n - t:n] - shift), t = SHORT_SUM_LANES, the lanes that repeat elements before n_dst set to
+    SUM_START (they add nothing to the sum). Always the exact exp (see row_max), so that one copy of the loop serves every row: with a copy
     per exp variant gcc stopped inlining exp_shifted_sum_fetching into the chunked kernel. A buffer of its own:
     written as a last vector of the row overlapping its previous one, the loads of the sum stalled on the
-    overlapping stores (rows of 100 and 113 0.7x). The loop runs to t, not to the constant SHORT_SUM_LANES: gcc
-    unrolled that completely and left it scalar."""
+    overlapping stores (rows of 100 and 113 0.7x). t is written min(SHORT_SUM_LANES, n), not as the constant:
+    a loop of constant trip count gcc unrolled completely and left scalar."""
     cdef Py_ssize_t t = min(<Py_ssize_t>SHORT_SUM_LANES, n)
     cdef Py_ssize_t base = n - t
     cdef Py_ssize_t j

@@ -394,7 +394,8 @@ def test_narrow_backward_rows_match_single_rows(n_rows, fn, dtype, n):
     a constant of the kernels, hence 25 000 rows), with out=g, and from and into rows with a stride; and match
     the float64 formula. The largest n of each kind is the first past its bound (the row kernels); float32
     log_softmax_backward rows of 13-63 go through blocks of rows of the AVX-512 build (log_backward_rows_blocked,
-    whose blocks hold 2048 // n rows: 1100 rows make several, and 25 000 rows prefetch), 64 is past them."""
+    whose blocks hold 2048 // n rows: 1100 rows make several, and 25 000 rows of 31 and 63 prefetch), 64 is past
+    them."""
     g, y = inputs(fn, (n_rows, n), -1, dtype, seed=n)
     inplace = assert_rows_as_alone(fn, [g, y], sorted({0, 1, 14, n_rows // 2, n_rows - 1}))
     padded_g = np.zeros((n_rows, n + 3), dtype)

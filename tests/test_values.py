@@ -382,7 +382,7 @@ def test_short_float32_rows_in_pairs_match_single_rows(fn, n_rows, n):
 def test_a_dominant_logit_anywhere_near_the_end_wins(n, dtype):
     """The max pass finishes a row's tail as one more step over its last 32 elements or element by element
     (row_max in pyx/_row_ops.pxd): a max it missed would leave exp(x - max) to overflow. Each row has one logit
-    150 above the rest in one of its last 40 positions (or anywhere, in a row of 44): softmax must be exactly
+    150 above the rest in one of its last 40 positions (a different one per row): softmax must be exactly
     one-hot there (exp(-150) underflows in float32, and is below float64's rounding of 1), log_softmax 0 there."""
     rows = min(n, 40)
     x = (np.random.default_rng(n).standard_normal((rows, n)) * 4).astype(dtype)
