@@ -227,9 +227,10 @@ cdef void three_pass_row_pairs(const float* x, float* out, Py_ssize_t first, Py_
     (T=2 1.03-1.08x, with out= 1.10x), 256x197 and 256x200 1.04-1.08x, 16x128 1.05x; log_softmax 1.06-1.21x.
     How it is written is measured too: calling exp_sum_pass (as three_pass_rows does) it cost rows of 197 and
     200 8-16%, and written inside three_pass_rows arrays of 2-8 rows lost 4-7% (gcc compiled the shared passes
-    differently); hence a function of its own, calling exp_sum_short_lanes (or _tailed) directly. Rows of 1000 and float64
-    rows lost 2-16% in pairs (they have enough independent work within a row); the AVX2 build's short rows
-    (exp_sum_short) gained nothing measurable. Each pair's two max passes are one loop (row_max_pair)."""
+    differently); hence a function of its own, calling exp_sum_short_lanes (or _tailed) directly. Rows of 1000
+    and float64 rows lost 2-16% in pairs (they have enough independent work within a row); the AVX2 build's
+    short rows (exp_sum_short) gained nothing measurable. Each pair's two max passes are one loop
+    (row_max_pair)."""
     cdef bint wide, next_wide, wide1, next_wide1
     cdef float top, next_top, top1, next_top1
     cdef double total, total1

@@ -466,11 +466,11 @@ cdef inline void exp_tail_vector(const float* x, float* tail, Py_ssize_t n, Py_s
                                  float shift) noexcept nogil:
     """The part step of a short row of n >= SHORT_SUM_LANES (see short_steps_length) as one more vector:
     tail[:t] = exp(x[n - t:n] - shift), t = SHORT_SUM_LANES, the lanes that repeat elements before n_dst set to
-    SUM_START (they add nothing to the sum). Always the exact exp (see row_max), so that one copy of the loop serves every row: with a copy
-    per exp variant gcc stopped inlining exp_shifted_sum_fetching into the chunked kernel. A buffer of its own:
-    written as a last vector of the row overlapping its previous one, the loads of the sum stalled on the
-    overlapping stores (rows of 100 and 113 0.7x). t is written min(SHORT_SUM_LANES, n), not as the constant:
-    a loop of constant trip count gcc unrolled completely and left scalar."""
+    SUM_START (they add nothing to the sum). Always the exact exp (see row_max), so that one copy of the loop
+    serves every row: with a copy per exp variant gcc stopped inlining exp_shifted_sum_fetching into the chunked
+    kernel. A buffer of its own: written as a last vector of the row overlapping its previous one, the loads of
+    the sum stalled on the overlapping stores (rows of 100 and 113 0.7x). t is written min(SHORT_SUM_LANES, n),
+    not as the constant: a loop of constant trip count gcc unrolled completely and left scalar."""
     cdef Py_ssize_t t = min(<Py_ssize_t>SHORT_SUM_LANES, n)
     cdef Py_ssize_t base = n - t
     cdef Py_ssize_t j
