@@ -151,6 +151,12 @@ cdef enum:
     EXTREMA_TAIL_MIN = 8
 
 
+cdef inline bint tail_as_step(Py_ssize_t n) noexcept nogil:
+    """Whether the max pass (row_max, row_max_pair) finishes a row of n as one more step over its last
+    EXTREMA_LANES elements (see EXTREMA_TAIL_MIN): a max and a min do not mind seeing an element twice."""
+    return n % EXTREMA_LANES >= EXTREMA_TAIL_MIN and n >= EXTREMA_LANES
+
+
 cdef inline floating row_max(const floating* x, Py_ssize_t n, bint* wide, bint want_range, bint fetch) noexcept nogil:
     """Largest element of x[:n]; -inf for n == 0. NaN elements are skipped here: they reach the result through
     exp(NaN - max) = NaN in the sum, which makes the whole slice NaN as scipy and torch do.
@@ -171,9 +177,7 @@ cdef inline floating row_max(const floating* x, Py_ssize_t n, bint* wide, bint w
         lane_extrema(x, n_main // lanes, acc, low, want_range, True)
     else:
         lane_extrema(x, n_main // lanes, acc, low, want_range, False)
-    if n - n_main >= EXTREMA_TAIL_MIN and n >= lanes:
-        # The tail as one more step over the last EXTREMA_LANES elements: a max and a min do not mind seeing
-        # an element twice.
+    if tail_as_step(n):
         lane_extrema(x + n - lanes, 1, acc, low, want_range, False)
         n_main = n
     return extrema_result(x, n_main, n, acc, low, n <= SHORT_SUM_F32, want_range, wide)
@@ -219,8 +223,8 @@ cdef inline void row_max_pair(const float* x0, const float* x1, Py_ssize_t n, fl
         lane_extrema_pair(x0, x1, n_main // lanes, acc0, low0, acc1, low1, True)
     else:
         lane_extrema_pair(x0, x1, n_main // lanes, acc0, low0, acc1, low1, False)
-    if n - n_main >= EXTREMA_TAIL_MIN and n >= lanes:
-        lane_extrema_pair(x0 + n - lanes, x1 + n - lanes, 1, acc0, low0, acc1, low1, False)   # as row_max
+    if tail_as_step(n):
+        lane_extrema_pair(x0 + n - lanes, x1 + n - lanes, 1, acc0, low0, acc1, low1, False)
         n_main = n
     top0[0] = extrema_result(x0, n_main, n, acc0, low0, True, True, wide0)
     top1[0] = extrema_result(x1, n_main, n, acc1, low1, True, True, wide1)
@@ -512,7 +516,7 @@ cdef inline double exp_sum_short_tailed(const float* x, float* out, Py_ssize_t n
     cdef bint direct = store and <const float*>out != x
     cdef float* dst = out if direct else buf
     cdef Py_ssize_t n_dst = short_steps_length(n)
-    cdef Py_ssize_t base = n - min(<Py_ssize_t>SHORT_SUM_LANES, n)
+    cdef Py_ssize_t base = n - SHORT_SUM_LANES   # where tail[0] is (n >= SHORT_SUM_LANES here)
     cdef double total
     cdef Py_ssize_t i
     exp_tail_vector(x, tail, n, n_dst, shift)
