@@ -561,6 +561,22 @@ cdef inline double exp_shifted_sum_buffered(const floating* x, floating* out, Py
     return total
 
 
+# gcc inlines exp_shifted_sum into the row loops only while they stay small (see its docstring). In the AVX2 and
+# baseline builds an unrelated branch added to forward_rows (one-thread streaming, which only the AVX-512 build
+# takes) tipped that decision: the float32 copy went out of line, a call per row, and float32 rows of 48-256 got
+# 5-12% slower (Zen 3, AVX2, T=1, A/B: ns per row of 64 53.4 -> 48.6, 128 86.5 -> 77.6, 256 149 -> 142; 2048x2000
+# 1.12x, 24576x128 1.08x). So it is asked for here by its C name (Cython's, for the float32 specialization;
+# tests/test_simd.py fails if an out-of-line copy comes back). Not in the AVX-512 build: its short rows take the
+# row pairs, and its longer rows were measured with this call out of line.
+cdef extern from *:
+    """
+    #if defined(__GNUC__) && !defined(__AVX512F__)
+    static __inline__ double __pyx_fuse_0__pyx_f_8_row_ops_exp_shifted_sum(float const *, float *, Py_ssize_t, float,
+                                                                           int, int) __attribute__((always_inline));
+    #endif
+    """
+
+
 cdef inline double exp_shifted_sum(const floating* x, floating* out, Py_ssize_t n, floating shift,
                                    bint store, bint exact) noexcept nogil:
     """Sum of exp(x[i] - shift) (every x[i] - shift <= 0 or NaN), in SUM_BLOCK pieces whose lane-wise sums are

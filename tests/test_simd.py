@@ -176,6 +176,21 @@ def test_simd_math_is_inlined_in_every_kernel_module(level):
     assert not outlined, f"compiled out of line (their loops do not vectorize): {outlined}"
 
 
+@pytest.mark.skipif(shutil.which("nm") is None, reason="needs binutils' nm to list the symbols")
+@pytest.mark.parametrize("level", [lv for lv in _dispatch.built_levels() if lv != "avx512"])
+def test_float32_exp_sum_is_inlined_in_the_row_loops(level):
+    # Out of line (a call per row) it cost float32 rows of 48-256 5-12% in these builds: pyx/_row_ops.pxd asks for
+    # it by name, and that name is Cython's; if Cython names it otherwise, this fails instead of the speed.
+    path = importlib.util.find_spec(f"fastsoftmax._kernels_{level}").origin
+    symbols = subprocess.run(["nm", path], capture_output=True, text=True, check=True).stdout
+    if not symbols.strip():
+        pytest.skip("the kernel module is stripped")
+    names = {line.split()[-1] for line in symbols.splitlines()}
+    outlined = [n for n in names if re.fullmatch(r"__pyx_fuse_0__pyx_f_8_row_ops_exp_shifted_sum(\..*)?", n)]
+    assert not outlined, f"compiled out of line: {outlined}"
+    assert any("__pyx_f_8_row_ops_" in n for n in names), "the row ops' C names changed: update pyx/_row_ops.pxd"
+
+
 def _disassembly(path):
     return subprocess.run(["objdump", "-d", "--no-show-raw-insn", path], capture_output=True, text=True,
                           check=True).stdout
