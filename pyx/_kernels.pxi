@@ -18,7 +18,7 @@ from _row_ops cimport (SHORT_ROW_F32, SHORT_SUM_F32, chunk_exp_sum, chunks_combi
                        exp_shifted_sum_fetching, exp_sum_short_lanes, exp_sum_short_tailed, log_shift_row,
                        log_softmax_grad_row, log_softmax_grad_row_fetching, row_dot, row_dot_short, row_max, scale_row,
                        scale_row_fetching, short_steps_length, softmax_backward_short, softmax_grad_row, STEP_LINES,
-                       row_max_pair, LINE_F32)
+                       row_max_pair, LINE_F32, DOT_FETCH)
 from _simd_math cimport exp_, exp_shifted_
 from _memory cimport (FETCH_AHEAD_BYTES, FETCH_DEEP_BYTES, FETCH_EXP, FETCH_MAX, FETCH_MIN_BYTES, FETCH_NONE,
                       LARGE_BYTES, STREAM_MIN_THREADS, STREAM_ROW_BYTES, fetch_line, fetch_line_w, stream_fence,
@@ -522,8 +522,9 @@ cdef int forward_any(const floating* x, floating* out, Py_ssize_t outer, Py_ssiz
 cdef inline void backward_row(const floating* g, const floating* y, floating* out, Py_ssize_t n,
                               bint log_softmax) noexcept nogil:
     if floating is float:
-        # Short float32 rows in the AVX-512 build (the test on the constant first: other builds as before).
-        if SHORT_ROW_F32 == 0 and n <= SHORT_SUM_F32:
+        # Short float32 rows: the 16-lane dot product (row_dot_short; row_dot's 32 lanes leave rows under 32
+        # to its scalar tail).
+        if n <= SHORT_SUM_F32:
             if log_softmax:
                 log_softmax_grad_row(g, y, out, n, <float>row_dot_short(g, <const float*>NULL, n, False))
             else:
@@ -541,7 +542,7 @@ cdef inline void log_backward_row_fetching(const floating* g, const floating* y,
     function of its own, so that backward_row (and softmax_backward) compiles as before: with a fetch flag,
     softmax_backward on short rows was 3-6% slower."""
     cdef floating total
-    if floating is float and SHORT_ROW_F32 == 0 and n <= SHORT_SUM_F32:
+    if floating is float and n <= SHORT_SUM_F32:
         total = <floating>row_dot_short(g, <const float*>NULL, n, False)
     else:
         total = <floating>row_dot(g, <const floating*>NULL, n)
@@ -566,7 +567,7 @@ cdef inline void backward_tile(const floating* g, const floating* y, floating* o
 cdef void softmax_backward_rows_short(const float* g, const float* y, float* out, Py_ssize_t outer,
                                      Py_ssize_t n, Py_ssize_t g_rs, Py_ssize_t y_rs, Py_ssize_t o_rs,
                                      int n_threads, bint fetch) noexcept nogil:
-    """softmax_backward over float32 rows of up to SHORT_SUM_F32 in the AVX-512 build (softmax_backward_short):
+    """softmax_backward over float32 rows of up to SHORT_SUM_F32 (softmax_backward_short):
     the row loop and the row's passes inlined together, the dot product without a prefetch inside it. With fetch
     (rows of up to SHORT_FETCH_MAX_COLS that come from memory), each row first prefetches the lines
     FETCH_AHEAD_BYTES ahead of its g and y in one burst, as the forward max pass does for such rows. The literal
@@ -587,7 +588,7 @@ cdef void softmax_backward_rows_short(const float* g, const float* y, float* out
             softmax_backward_short(g + r * g_rs, y + r * y_rs, out + r * o_rs, n, False)
 
 
-# log_softmax_backward over float32 rows of 13-63 elements in the AVX-512 build (narrower rows take the staged
+# log_softmax_backward over float32 rows of 13-63 elements (narrower rows take the staged
 # blocks, backward_narrow_rows) goes a block of rows at a time: exp(y) of the whole block in one loop into an L1
 # buffer, then each row's sum(g) and g - exp(y) * sum. Row by row, each row's exp loop paid its own setup and
 # an element-wise tail (a row of 31 took three times a row of 32). The same operations on each element as
@@ -595,7 +596,9 @@ cdef void softmax_backward_rows_short(const float* g, const float* y, float* out
 # 1.9-2.0x faster, 8192x20 1.5-1.7x, 8192x31 and 8192x28 1.5x, 4096x16 1.15-1.45x, 4096x33 1.05-1.3x, 4096x48
 # 0.96-1.2x, 4096x63 1.27-1.35x; from memory (with the prefetch below) 65536x16 1.02x at T=1 and 1.4x at T=2,
 # 65536x48 1.08-1.10x, 65536x63 1.35-1.50x. Rows of 64 and more stay with backward_row: 24576x128 0.64x,
-# 4096x256 0.8-0.9x this way.
+# 4096x256 0.8-0.9x this way. First taken in the AVX-512 build only; the AVX2 build on Zen 3 (A/B, against
+# backward_row) measured 8192x13 1.31x, 8192x20 1.46x, 4096x31 1.51x, 4096x63 1.71x, 65536x31-65536x63
+# 1.63-1.71x (T=2 1.67x), and the baseline build 1.14-1.25x.
 cdef enum:
     # Elements of y per block: the exp buffer (8 KiB) stays in L1.
     LOG_BACKWARD_BLOCK = 2048
@@ -710,16 +713,20 @@ cdef void backward_any(const floating* g, const floating* y, floating* out, Py_s
         if n_threads > outer:
             n_threads = <int>outer
         if floating is float:
-            if SHORT_ROW_F32 == 0 and K <= LOG_BLOCK_MAX_COLS and log_softmax:
+            if K <= LOG_BLOCK_MAX_COLS and log_softmax:
                 log_backward_rows_blocked(g, y, out, outer, K, g_so, y_so, o_so, n_threads, fetch)
                 return
-            if SHORT_ROW_F32 == 0 and K <= SHORT_SUM_F32 and not log_softmax:
-                # Short float32 rows of softmax_backward (see softmax_backward_rows_short), prefetching from
-                # FETCH_DEEP_BYTES (arrays from memory) at every thread count. From FETCH_MIN_BYTES at two
-                # threads, as it was, 4096x128-8192x128 ran 1.25-1.45x slower in `fastsoftmax bench` (no out=,
-                # torch interleaved; 0.72-0.80x of torch there against 0.97-1.02x without), though 0.95-1.01x
-                # with out= in a plain A/B loop.
-                short_fetch = (g_so == K and y_so == K
+            if K <= SHORT_SUM_F32 and not log_softmax:
+                # Short float32 rows of softmax_backward (see softmax_backward_rows_short). Against backward_row
+                # (row_dot's 32 lanes, a scalar tail) on Zen 3, T=1, A/B: the AVX2 build 4096x16 1.94x, 4096x48
+                # 2.5x, 4096x63 1.65x, 1024x128 1.33x, 256x197 1.42x, 4096x256 1.35x, 65536x31 1.32x (T=2
+                # 1.1-1.36x); the baseline build 1.2-2.4x. The AVX-512 build (DOT_FETCH) prefetches from
+                # FETCH_DEEP_BYTES (arrays from memory) at every thread count; the AVX2 build lost 12-17% with
+                # that burst (24576x128, 65536x128) and does not (0.96-1.00x of backward_row there). From
+                # FETCH_MIN_BYTES at two threads, as it was, the AVX-512 build ran 4096x128-8192x128 1.25-1.45x
+                # slower in `fastsoftmax bench` (no out=, torch interleaved; 0.72-0.80x of torch there against
+                # 0.97-1.02x without), though 0.95-1.01x with out= in a plain A/B loop.
+                short_fetch = (DOT_FETCH and g_so == K and y_so == K
                                and outer * K * <Py_ssize_t>sizeof(floating) >= FETCH_DEEP_BYTES)
                 if not short_fetch or K <= SHORT_FETCH_MAX_COLS:
                     softmax_backward_rows_short(g, y, out, outer, K, g_so, y_so, o_so, n_threads, short_fetch)

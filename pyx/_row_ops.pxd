@@ -750,7 +750,7 @@ cdef inline double row_dot(const floating* a, const floating* b, Py_ssize_t n) n
 
 
 cdef inline double row_dot_short(const float* a, const float* b, Py_ssize_t n, bint fetch) noexcept nogil:
-    """row_dot for a float32 row of n <= SHORT_SUM_F32 in the AVX-512 build: SHORT_SUM_LANES lanes with
+    """row_dot for a float32 row of n <= SHORT_SUM_F32: SHORT_SUM_LANES lanes with
     fold_sum_short (see exp_sum_short_lanes), with fetch a * b prefetching as row_dot does, every other step
     (rows longer than SHORT_FETCH_MAX_COLS from memory; softmax_backward_short has the others). The same
     arithmetic with and without. Measured (Zen 5, A/B, before softmax_backward_short): softmax_backward
@@ -778,8 +778,8 @@ cdef inline double row_dot_short(const float* a, const float* b, Py_ssize_t n, b
 
 cdef inline void softmax_backward_short(const float* g, const float* y, float* out, Py_ssize_t n,
                                         bint fetch) noexcept nogil:
-    """softmax_grad_row(g, y, out, n, row_dot_short(g, y, n)) for a float32 row of n <= SHORT_SUM_F32 in the
-    AVX-512 build, its dot product without a prefetch inside the loop: inlined into a row loop, the prefetching
+    """softmax_grad_row(g, y, out, n, row_dot_short(g, y, n)) for a float32 row of n <= SHORT_SUM_F32, its dot
+    product without a prefetch inside the loop: inlined into a row loop, the prefetching
     dot loop was left scalar by gcc. With fetch (rows of up to SHORT_FETCH_MAX_COLS that come from memory) the
     lines FETCH_AHEAD_BYTES ahead of g and y are prefetched first, in one burst of at most 16, as the forward max
     pass does for such rows. Measured (Zen 5, A/B, against backward_row's call per row with the prefetching dot
