@@ -721,7 +721,7 @@ cdef void backward_any(const floating* g, const floating* y, floating* out, Py_s
                 # (row_dot's 32 lanes, a scalar tail) on Zen 3, T=1, A/B: the AVX2 build 4096x16 1.94x, 4096x48
                 # 2.5x, 4096x63 1.65x, 1024x128 1.33x, 256x197 1.42x, 4096x256 1.35x, 65536x31 1.32x (T=2
                 # 1.1-1.36x); the baseline build 1.2-2.4x. The AVX-512 build (DOT_FETCH) prefetches from
-                # FETCH_DEEP_BYTES (arrays from memory) at every thread count; the AVX2 build lost 12-17% with
+                # FETCH_DEEP_BYTES (arrays from memory) at every thread count; the AVX2 build lost 11-19% with
                 # that burst (24576x128, 65536x128) and does not (0.96-1.00x of backward_row there). From
                 # FETCH_MIN_BYTES at two threads, as it was, the AVX-512 build ran 4096x128-8192x128 1.25-1.45x
                 # slower in `fastsoftmax bench` (no out=, torch interleaved; 0.72-0.80x of torch there against
