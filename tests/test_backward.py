@@ -347,9 +347,9 @@ def test_plain_out_gives_the_bits_of_a_new_result(dtype, fn):
 @pytest.mark.parametrize("shape", [(16500, 128), (5000, 128), (8200, 256), (100, 197), (40, 33)],
                          ids=["8MB-128", "2.5MB-128", "8MB-256", "in-cache-197", "in-cache-33"])
 def test_softmax_backward_short_rows_match_single_rows(shape):
-    """float32 rows of up to 256 (the AVX-512 build's short-row kernel): from memory, rows of up to 128 prefetch
-    in a burst per row (from 8 MB), longer ones inside the dot product, rows under 8 MB not at all; none of it
-    may change the bits. Every sampled row must equal the row computed alone, at one
+    """float32 rows of up to 256 (the short-row kernel, every build): in the AVX-512 build, from memory, rows of
+    up to 128 prefetch in a burst per row (from 8 MB), longer ones inside the dot product, rows under 8 MB not at
+    all; none of it may change the bits. Every sampled row must equal the row computed alone, at one
     thread and two and with out=g, and stay within a rounding bound of the float64 formula."""
     g, y = inputs(softmax_backward, shape, -1, np.float32)
     inplace = assert_rows_as_alone(softmax_backward, [g, y], [0, 1, shape[0] // 2, shape[0] - 2, shape[0] - 1])
@@ -393,7 +393,7 @@ def test_narrow_backward_rows_match_single_rows(n_rows, fn, dtype, n):
     thread and two (the thread rule's minimum size lowered; softmax_backward's own minimum of 24 576 elements is
     a constant of the kernels, hence 25 000 rows), with out=g, and from and into rows with a stride; and match
     the float64 formula. The largest n of each kind is the first past its bound (the row kernels); float32
-    log_softmax_backward rows of 13-63 go through blocks of rows of the AVX-512 build (log_backward_rows_blocked,
+    log_softmax_backward rows of 13-63 go through blocks of rows, in every build (log_backward_rows_blocked,
     whose blocks hold 2048 // n rows: 1100 rows make several, and 25 000 rows of 31 and 63 prefetch), 64 is past
     them."""
     g, y = inputs(fn, (n_rows, n), -1, dtype, seed=n)
