@@ -359,6 +359,42 @@ def test_softmax_backward_short_rows_match_single_rows(shape):
     assert np.all(np.abs(inplace - reference_backward(softmax_backward, g, y, -1)) <= bound)
 
 
+SHORT_WIDTHS = list(range(8, 72)) + [96, 100, 111, 127, 128, 129, 144, 197, 200, 255, 256]
+
+
+@pytest.mark.parametrize("n", SHORT_WIDTHS)
+def test_softmax_backward_short_rows_of_every_width(n):
+    """float32 rows of 8 to 256, every width to 71 (each n % 8 and n % 16: the builds without AVX-512 sum a row
+    in steps of 16 and 8 and its last n % 8 products one by one, the AVX-512 build in steps of 16): within a
+    rounding bound of the float64 formula, every row as computed alone."""
+    g, y = inputs(softmax_backward, (40, n), -1, np.float32, seed=n)
+    inplace = assert_rows_as_alone(softmax_backward, [g, y], [0, 1, 20, 39])
+    eps = np.finfo(np.float32).eps
+    g64, y64 = g.astype(np.float64), y.astype(np.float64)
+    bound = 8 * eps * (np.abs(g64 * y64) + y64 * np.abs(g64 * y64).sum(-1, keepdims=True))
+    assert np.all(np.abs(inplace - reference_backward(softmax_backward, g, y, -1)) <= bound)
+
+
+@pytest.mark.parametrize("n", [8, 16, 31, 33, 63, 100, 256])
+def test_softmax_backward_short_rows_carry_infinities_and_nan(n):
+    """A non-finite grad_output entry, first, in the middle or last in its row (the last ones fall in the part
+    of a row summed one by one), gives the float64 formula's infinities and NaNs: +inf in g makes the dot
+    product +inf, so the row is -inf (NaN where g is inf itself); NaN, or +inf with -inf, makes the row NaN; the
+    rows without one stay finite."""
+    g, y = inputs(softmax_backward, (8, n), -1, np.float32, seed=1)
+    g[0, 0] = g[1, n // 2] = g[2, n - 1] = np.inf
+    g[3, n - 1] = -np.inf
+    g[4, n - 1] = np.nan
+    g[5, 0], g[5, n - 1] = np.inf, -np.inf
+    with np.errstate(invalid="ignore"):   # numpy warns of inf - inf; fastsoftmax never warns
+        expected = reference_backward(softmax_backward, g, y, -1).astype(np.float32)
+    got = softmax_backward(g, y)
+    assert not np.isfinite(expected[:6]).any()
+    assert_array_equal(got[:6], expected[:6])
+    assert_allclose(got[6:], expected[6:], **TOL[np.float32])
+    assert np.isneginf(got[0, 1:]).all() and np.isnan(got[0, 0]) and np.isnan(got[4]).all()
+
+
 @pytest.mark.parametrize("dtype, shape", [(np.float32, (4, 21, 32768)), (np.float64, (2, 21, 32768))],
                          ids=["float32", "float64"])
 def test_log_softmax_backward_from_memory_over_an_inner_axis(shape, dtype):
